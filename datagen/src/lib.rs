@@ -1,0 +1,7 @@
+//! Placeholder; the generator lands here.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Other(String),
+}
