@@ -7,6 +7,7 @@
 
 pub mod db;
 pub mod error;
+pub mod reference;
 pub mod rules;
 pub mod testkit;
 
