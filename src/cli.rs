@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use settle::db::{self, Database};
+use settle::engine::{Outcome, RunOptions};
+use settle::jobs::Requested;
 
 /// settle: exact, fast nightly settlement of a video platform's viewing log.
 ///
@@ -43,9 +45,65 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Settle days: count, price and rank plays, and publish the results.
+    Run(RunArgs),
+    /// Ask a running execution to stop; it ends STOPPED and publishes nothing.
+    Stop {
+        /// The execution id (see `settle history`).
+        execution: i64,
+    },
     /// Manage the embedded PostgreSQL cluster.
     #[command(subcommand)]
     Db(DbCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Settle every day that has plays (and every day already settled).
+    #[arg(long, conflicts_with_all = ["date", "from", "to"], required_unless_present_any = ["date", "from"])]
+    pub all: bool,
+    /// Settle one Seoul day (YYYY-MM-DD).
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    pub date: Option<chrono::NaiveDate>,
+    /// First Seoul day to settle (with --to).
+    #[arg(long, requires = "to")]
+    pub from: Option<chrono::NaiveDate>,
+    /// Last Seoul day to settle, inclusive (with --from).
+    #[arg(long, requires = "from")]
+    pub to: Option<chrono::NaiveDate>,
+    /// Number of id-range partitions [default: about one per 8M rows, at least one per worker].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub partitions: Option<u32>,
+    /// Reader threads, each with its own connection [default: number of cores].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub workers: Option<u32>,
+    /// Fail the run, publishing nothing, when more rows than this are rejected.
+    #[arg(long)]
+    pub max_rejects: Option<u64>,
+    /// Run again even though this date range already COMPLETED (a new execution).
+    #[arg(long)]
+    pub force: bool,
+    /// Continue the last failed, stopped or abandoned execution of this range,
+    /// re-reading only its unfinished partitions (the default for a failed range).
+    #[arg(long, conflicts_with = "fresh")]
+    pub restart: bool,
+    /// Start over instead of continuing a failed execution.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Attempts per partition on transient errors (connection loss, server restart,
+    /// serialization failure, too many connections), with exponential backoff.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub attempts: u32,
+    /// How far (minutes) a play's started_at may trail the log order before the
+    /// reader treats it as late and settles it through the exact path.
+    #[arg(long, default_value_t = settle::engine::DEFAULT_DISORDER_MINUTES)]
+    pub disorder_minutes: u32,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Test hook: pause this many milliseconds after each partition.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub pause_after_partition_ms: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -130,6 +188,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        Command::Run(args) => run(&cli.conn, args).await,
+        Command::Stop { execution } => {
+            let database = open(&cli.conn).await?;
+            let client = database.connect().await?;
+            let status = settle::jobs::request_stop(&client, execution).await?;
+            if status == "RUNNING" || status == "STARTING" {
+                println!("asked execution {execution} to stop; it ends STOPPED once its workers let go of their partitions");
+            } else {
+                println!("execution {execution} is {status}; nothing to stop");
+            }
+            Ok(0)
+        }
         Command::Db(cmd) => {
             let dir = cli
                 .conn
@@ -165,6 +235,81 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     println!("{}", cluster.url("settle"));
                     drop(database);
                 }
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn requested(args: &RunArgs) -> anyhow::Result<Requested> {
+    use settle::rules::Day;
+    Ok(match (args.all, args.date, args.from, args.to) {
+        (true, _, _, _) => Requested::All,
+        (_, Some(d), _, _) => Requested::Days(Day::from_date(d), Day::from_date(d)),
+        (_, _, Some(a), Some(b)) => Requested::Days(Day::from_date(a), Day::from_date(b)),
+        _ => {
+            return Err(settle::Error::Usage(
+                "say which days: --all, --date D, or --from D --to D".into(),
+            )
+            .into())
+        }
+    })
+}
+
+async fn run(conn: &ConnArgs, args: RunArgs) -> anyhow::Result<i32> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let req = requested(&args)?;
+    let database = open(conn).await?;
+    {
+        let mut c = database.connect().await?;
+        db::migrate::migrate(&mut c).await?;
+    }
+    let mut opts = RunOptions::new(req);
+    opts.partitions = args.partitions;
+    if let Some(w) = args.workers {
+        opts.workers = w as usize;
+    }
+    opts.max_rejects = args.max_rejects;
+    opts.force = args.force;
+    opts.fresh = args.fresh;
+    opts.attempts = args.attempts;
+    opts.disorder_minutes = args.disorder_minutes;
+    opts.progress = !args.json;
+    opts.pause_after_partition = std::time::Duration::from_millis(args.pause_after_partition_ms);
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            eprintln!("stopping: finishing or abandoning the current partitions; nothing will be published");
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
+    match settle::engine::run(&database, &opts, stop).await? {
+        Outcome::AlreadyCompleted { execution_id } => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"status": "ALREADY_COMPLETED", "execution_id": execution_id})
+                );
+            } else {
+                println!("this date range already COMPLETED in execution {execution_id}; nothing to do (use --force to run it again)");
+            }
+            Ok(0)
+        }
+        Outcome::Completed(summary) => {
+            if args.json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                print!("{}", settle::report::run_summary(&summary));
             }
             Ok(0)
         }

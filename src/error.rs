@@ -57,9 +57,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-
-    #[error("data generation failed: {0}")]
-    Datagen(#[from] settle_datagen::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -108,3 +108,15 @@ impl Period {
         }
     }
 }
+
+/// Microseconds from 1970-01-01 to 2000-01-01.
+pub const PG_EPOCH_UNIX_MICROS: i64 = PG_EPOCH_DAYS as i64 * DAY_MICROS;
+
+pub fn pg_micros_to_utc(pg_micros: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_micros(pg_micros.saturating_add(PG_EPOCH_UNIX_MICROS))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+}
+
+pub fn utc_to_pg_micros(t: chrono::DateTime<chrono::Utc>) -> i64 {
+    t.timestamp_micros() - PG_EPOCH_UNIX_MICROS
+}

@@ -1,0 +1,439 @@
+//! Per-partition aggregation: validation, exclusions and per (video, day)
+//! sums in one pass over a partition's rows, in whatever order they arrive.
+//!
+//! rapid_replay needs every earlier play of the same (user, video) within
+//! 30 s. Rows arrive in roughly `started_at` order (a play is logged when it
+//! stops), so a sliding window over `started_at` decides almost every row in
+//! the pass. What the window cannot decide is handed to the exact path
+//! (`replay`) as *seeds*:
+//! - late rows, whose `started_at` lies more than the disorder allowance
+//!   behind the newest play seen: they are not aggregated here at all;
+//! - head rows, early enough in time that an earlier partition may hold a
+//!   play within 30 s of them.
+//!
+//! Provisional decisions here use only this partition's non-late rows; the
+//! exact path recomputes that same decision for the rows near seeds and
+//! applies the difference, so the final sums are exact.
+
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+
+use crate::catalog::{Catalog, NO_VIDEO};
+use crate::partition::{Partition, Scope};
+use crate::read::Play;
+use crate::rules::calendar::{seoul_day_pg, Day};
+use crate::rules::{ad_views, precedes_within_window, Reject, REPLAY_WINDOW_MICROS};
+
+/// Sums of counted plays of one video on one day.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cell {
+    pub views: i64,
+    pub watch_seconds: i64,
+    pub ad_views: i64,
+}
+
+impl Cell {
+    #[inline(always)]
+    fn add(&mut self, watch: u32, ads: u32) {
+        self.views += 1;
+        self.watch_seconds += watch as i64;
+        self.ad_views += ads as i64;
+    }
+
+    #[inline(always)]
+    fn sub(&mut self, watch: u32, ads: u32) {
+        self.views -= 1;
+        self.watch_seconds -= watch as i64;
+        self.ad_views -= ads as i64;
+    }
+
+    pub fn merge(&mut self, o: &Cell) {
+        self.views += o.views;
+        self.watch_seconds += o.watch_seconds;
+        self.ad_views += o.ad_views;
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == Cell::default()
+    }
+}
+
+/// A play the exact path must look at (or that marks where to look).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Seed {
+    pub user_id: i64,
+    pub video_id: i64,
+    pub started_at: i64,
+    pub id: i64,
+}
+
+/// A rejected row as recorded in `rejected_play`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rejected {
+    pub play: PlayRecord,
+    pub reason: RejectReason,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum RejectReason {
+    UnknownVideo,
+    BadPosition,
+}
+
+impl From<Reject> for RejectReason {
+    fn from(r: Reject) -> Self {
+        match r {
+            Reject::UnknownVideo => RejectReason::UnknownVideo,
+            Reject::BadPosition => RejectReason::BadPosition,
+        }
+    }
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::UnknownVideo => "unknown_video",
+            RejectReason::BadPosition => "bad_position",
+        }
+    }
+}
+
+/// Serializable copy of a `Play`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PlayRecord {
+    pub id: i64,
+    pub user_id: i64,
+    pub video_id: i64,
+    pub started_at: i64,
+    pub start_position: i32,
+    pub end_position: i32,
+}
+
+impl From<&Play> for PlayRecord {
+    fn from(p: &Play) -> Self {
+        PlayRecord {
+            id: p.id,
+            user_id: p.user_id,
+            video_id: p.video_id,
+            started_at: p.started_at,
+            start_position: p.start_position,
+            end_position: p.end_position,
+        }
+    }
+}
+
+/// Counts of what a partition saw, all restricted to rows that count for the
+/// run's days except `rows_read` and `lookback_rows`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counts {
+    pub rows_read: u64,
+    pub lookback_rows: u64,
+    pub self_play: u64,
+    /// Valid, not self_play: counted plus rapid_replay in the end.
+    pub candidates: u64,
+    pub unknown_video: u64,
+    pub bad_position: u64,
+    pub late_rows: u64,
+}
+
+impl Counts {
+    pub fn merge(&mut self, o: &Counts) {
+        self.rows_read += o.rows_read;
+        self.lookback_rows += o.lookback_rows;
+        self.self_play += o.self_play;
+        self.candidates += o.candidates;
+        self.unknown_video += o.unknown_video;
+        self.bad_position += o.bad_position;
+        self.late_rows += o.late_rows;
+    }
+
+    pub fn rejected(&self) -> u64 {
+        self.unknown_video + self.bad_position
+    }
+}
+
+/// Everything a finished partition contributes; mergeable in any order and
+/// serializable, so a restart can reuse it.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct PartitionOutput {
+    pub partition: Option<Partition>,
+    pub counts: Counts,
+    /// Non-zero cells per day: (day, [(video_id, cell)]).
+    pub days: Vec<(i32, Vec<(i64, Cell)>)>,
+    pub rejected: Vec<Rejected>,
+    /// Head rows, already limited to the retention cut.
+    pub head: Vec<Seed>,
+    pub late: Vec<Seed>,
+    /// min / max `started_at` of valid non-self_play rows (incl. look-back).
+    pub ts_lo: Option<i64>,
+    pub ts_hi: Option<i64>,
+    /// Largest (newest seen - started_at) over rows, in µs.
+    pub max_lag: i64,
+    /// First and last Seoul day of any row read that counts (valid or not).
+    pub day_lo: Option<i32>,
+    pub day_hi: Option<i32>,
+    /// The disorder allowance the pass ran with.
+    pub allowance: i64,
+}
+
+#[derive(Clone, Copy)]
+struct Rec {
+    started_at: i64,
+    id: i64,
+    watch: u32,
+    ads: u32,
+    day_slot: u16,
+    counted: bool,
+    counts: bool,
+}
+
+type Key = (i64, u32);
+
+/// One partition's pass. Feed rows with `push`, then `finish`.
+pub struct Aggregator<'a> {
+    catalog: &'a Catalog,
+    scope: Scope,
+    allowance: i64,
+    counts: Counts,
+    days: Vec<(Day, Vec<Cell>)>,
+    last_day: Option<(Day, u16)>,
+    window: FxHashMap<Key, SmallVec<[Rec; 1]>>,
+    queue: VecDeque<(i64, Key)>,
+    newest: i64,
+    rejected: Vec<Rejected>,
+    head: Vec<Seed>,
+    late: Vec<Seed>,
+    ts_lo: i64,
+    ts_hi: i64,
+    max_lag: i64,
+    day_lo: i32,
+    day_hi: i32,
+    since_evict: u32,
+}
+
+impl<'a> Aggregator<'a> {
+    /// `allowance`: how far (µs) a row's `started_at` may trail the newest
+    /// seen before it counts as late.
+    pub fn new(catalog: &'a Catalog, scope: Scope, allowance: i64) -> Self {
+        Aggregator {
+            catalog,
+            scope,
+            allowance,
+            counts: Counts::default(),
+            days: Vec::new(),
+            last_day: None,
+            window: FxHashMap::default(),
+            queue: VecDeque::new(),
+            newest: i64::MIN,
+            rejected: Vec::new(),
+            head: Vec::new(),
+            late: Vec::new(),
+            ts_lo: i64::MAX,
+            ts_hi: i64::MIN,
+            max_lag: 0,
+            day_lo: i32::MAX,
+            day_hi: i32::MIN,
+            since_evict: 0,
+        }
+    }
+
+    #[inline]
+    fn day_slot(&mut self, day: Day) -> u16 {
+        if let Some((d, s)) = self.last_day {
+            if d == day {
+                return s;
+            }
+        }
+        let slot = match self.days.iter().position(|(d, _)| *d == day) {
+            Some(s) => s as u16,
+            None => {
+                self.days
+                    .push((day, vec![Cell::default(); self.catalog.len()]));
+                (self.days.len() - 1) as u16
+            }
+        };
+        self.last_day = Some((day, slot));
+        slot
+    }
+
+    #[inline]
+    pub fn push(&mut self, p: &Play) {
+        self.counts.rows_read += 1;
+        let counts = self.scope.in_count(p.started_at);
+        if !counts {
+            self.counts.lookback_rows += 1;
+        } else {
+            let d = seoul_day_pg(p.started_at).0;
+            self.day_lo = self.day_lo.min(d);
+            self.day_hi = self.day_hi.max(d);
+        }
+        let vidx = self.catalog.index(p.video_id);
+        if vidx == NO_VIDEO {
+            if counts {
+                self.counts.unknown_video += 1;
+                self.rejected.push(Rejected {
+                    play: p.into(),
+                    reason: RejectReason::UnknownVideo,
+                });
+            }
+            return;
+        }
+        let v = vidx as usize;
+        let duration = self.catalog.durations[v];
+        if !(0 <= p.start_position
+            && p.start_position <= p.end_position
+            && p.end_position <= duration)
+        {
+            if counts {
+                self.counts.bad_position += 1;
+                self.rejected.push(Rejected {
+                    play: p.into(),
+                    reason: RejectReason::BadPosition,
+                });
+            }
+            return;
+        }
+        if p.user_id == self.catalog.uploaders[v] {
+            if counts {
+                self.counts.self_play += 1;
+            }
+            return;
+        }
+        if counts {
+            self.counts.candidates += 1;
+        }
+        let ts = p.started_at;
+        self.ts_lo = self.ts_lo.min(ts);
+        self.ts_hi = self.ts_hi.max(ts);
+        if ts > self.newest {
+            self.newest = ts;
+        }
+        let lag = self.newest - ts;
+        if lag > self.max_lag {
+            self.max_lag = lag;
+        }
+        let seed = Seed {
+            user_id: p.user_id,
+            video_id: p.video_id,
+            started_at: ts,
+            id: p.id,
+        };
+        if lag > self.allowance {
+            self.counts.late_rows += 1;
+            self.late.push(seed);
+            return;
+        }
+        if ts <= self.ts_lo.saturating_add(head_reach(self.allowance)) {
+            self.head.push(seed);
+        }
+
+        let watch = (p.end_position - p.start_position) as u32;
+        let ads = ad_views(p.start_position, p.end_position);
+        let day_slot = if counts {
+            self.day_slot(seoul_day_pg(ts))
+        } else {
+            u16::MAX
+        };
+        let key = (p.user_id, vidx);
+        let mut counted = true;
+        let recs = self.window.entry(key).or_default();
+        for r in recs.iter_mut() {
+            if precedes_within_window(r.started_at, r.id, ts, p.id) {
+                counted = false;
+            } else if r.counted && precedes_within_window(ts, p.id, r.started_at, r.id) {
+                r.counted = false;
+                if r.counts {
+                    self.days[r.day_slot as usize].1[v].sub(r.watch, r.ads);
+                }
+            }
+        }
+        recs.push(Rec {
+            started_at: ts,
+            id: p.id,
+            watch,
+            ads,
+            day_slot,
+            counted,
+            counts,
+        });
+        if counted && counts {
+            self.days[day_slot as usize].1[v].add(watch, ads);
+        }
+        self.queue.push_back((ts, key));
+        self.since_evict += 1;
+        if self.since_evict >= 1024 {
+            self.since_evict = 0;
+            self.evict();
+        }
+    }
+
+    /// Drops window records no non-late row can reach any more.
+    fn evict(&mut self) {
+        let cutoff = self
+            .newest
+            .saturating_sub(self.allowance)
+            .saturating_sub(REPLAY_WINDOW_MICROS);
+        while let Some(&(ts, key)) = self.queue.front() {
+            if ts >= cutoff {
+                break;
+            }
+            self.queue.pop_front();
+            if let Some(recs) = self.window.get_mut(&key) {
+                recs.retain(|r| r.started_at >= cutoff);
+                if recs.is_empty() {
+                    self.window.remove(&key);
+                }
+            }
+        }
+    }
+
+    pub fn finish(mut self, partition: Option<Partition>) -> PartitionOutput {
+        let (ts_lo, ts_hi) = if self.ts_lo <= self.ts_hi {
+            (Some(self.ts_lo), Some(self.ts_hi))
+        } else {
+            (None, None)
+        };
+        if let Some(lo) = ts_lo {
+            let cut = lo.saturating_add(head_reach(self.allowance));
+            self.head.retain(|s| s.started_at <= cut);
+        }
+        let video_ids = &self.catalog.video_ids;
+        let mut days: Vec<(i32, Vec<(i64, Cell)>)> = self
+            .days
+            .into_iter()
+            .map(|(day, cells)| {
+                let cells = cells
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(_, c)| !c.is_zero())
+                    .map(|(i, c)| (video_ids[i], c))
+                    .collect();
+                (day.0, cells)
+            })
+            .collect();
+        days.sort_by_key(|d| d.0);
+        PartitionOutput {
+            partition,
+            counts: self.counts,
+            days,
+            rejected: self.rejected,
+            head: self.head,
+            late: self.late,
+            ts_lo,
+            ts_hi,
+            max_lag: self.max_lag,
+            day_lo: (self.day_lo <= self.day_hi).then_some(self.day_lo),
+            day_hi: (self.day_lo <= self.day_hi).then_some(self.day_hi),
+            allowance: self.allowance,
+        }
+    }
+}
+
+/// How far above a partition's earliest play the head is kept: the earlier
+/// partitions' plays lie at most `allowance` after it (bounded disorder),
+/// plus the 30 s window, plus 30 s of slack.
+pub fn head_reach(allowance: i64) -> i64 {
+    allowance.saturating_add(2 * REPLAY_WINDOW_MICROS)
+}

@@ -1,0 +1,130 @@
+//! What is already settled: the stored result rows a run builds on (tier
+//! history, weeks and months partly outside the run) and the settled days.
+
+use rustc_hash::FxHashMap;
+use tokio_postgres::GenericClient;
+
+use crate::error::{DbContext, Result};
+use crate::rules::calendar::{Day, Period, PeriodKind};
+use crate::settle::{PeriodRows, Prior, Sums};
+
+/// First and last settled day, if any.
+pub async fn settled_range(c: &impl GenericClient) -> Result<Option<(Day, Day)>> {
+    let row = c
+        .query_one("SELECT min(day), max(day) FROM settled_day", &[])
+        .await
+        .db("reading settled days")?;
+    let lo: Option<chrono::NaiveDate> = row.get(0);
+    let hi: Option<chrono::NaiveDate> = row.get(1);
+    Ok(lo
+        .zip(hi)
+        .map(|(a, b)| (Day::from_date(a), Day::from_date(b))))
+}
+
+/// Days in `first..=last` that are not settled (gaps in the history).
+pub async fn unsettled_days(c: &impl GenericClient, first: Day, last: Day) -> Result<Vec<Day>> {
+    let rows = c
+        .query(
+            "SELECT d::date FROM generate_series($1::date, $2::date, interval '1 day') d \
+             WHERE NOT EXISTS (SELECT 1 FROM settled_day s WHERE s.day = d::date) ORDER BY 1",
+            &[&first.date(), &last.date()],
+        )
+        .await
+        .db("checking the settled history")?;
+    Ok(rows.iter().map(|r| Day::from_date(r.get(0))).collect())
+}
+
+/// All-time counted views and ad views per video on days before `first`.
+pub async fn prior(c: &impl GenericClient, first: Day) -> Result<Prior> {
+    let rows = c
+        .query(
+            "SELECT video_id, sum(views)::int8, sum(ad_views)::int8 FROM settlement_video \
+             WHERE period_kind = 'day' AND period_start < $1 GROUP BY video_id",
+            &[&first.date()],
+        )
+        .await
+        .db("reading the tier history")?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let v: i64 = r.get(1);
+            let a: i64 = r.get(2);
+            (r.get::<_, i64>(0), (v as u64, a as u64))
+        })
+        .collect())
+}
+
+fn sums(r: &tokio_postgres::Row, from: usize) -> Sums {
+    Sums {
+        views: r.get(from),
+        watch_seconds: r.get(from + 1),
+        ad_views: r.get(from + 2),
+        video_amount: r.get(from + 3),
+        ad_amount: r.get(from + 4),
+        total_amount: r.get(from + 5),
+    }
+}
+
+fn kind_of(s: &str) -> PeriodKind {
+    match s {
+        "day" => PeriodKind::Day,
+        "week" => PeriodKind::Week,
+        _ => PeriodKind::Month,
+    }
+}
+
+/// Stored video rows of days `first..=last` and of the given weeks/months.
+pub async fn stored_video_rows(
+    c: &impl GenericClient,
+    first: Day,
+    last: Day,
+    periods: &[Period],
+) -> Result<(PeriodRows, PeriodRows)> {
+    let starts: Vec<chrono::NaiveDate> = periods.iter().map(|p| p.start.date()).collect();
+    let kinds: Vec<&str> = periods.iter().map(|p| p.kind.as_str()).collect();
+    let rows = c
+        .query(
+            "SELECT period_kind, period_start, video_id, views, watch_seconds, ad_views, video_amount, ad_amount, total_amount \
+             FROM settlement_video WHERE (period_kind = 'day' AND period_start BETWEEN $1 AND $2) \
+             OR (period_kind, period_start) IN (SELECT * FROM unnest($3::text[], $4::date[]))",
+            &[&first.date(), &last.date(), &kinds, &starts],
+        )
+        .await
+        .db("reading stored rows of the run's periods")?;
+    let mut days = PeriodRows::new();
+    let mut others = PeriodRows::new();
+    for r in &rows {
+        let p = Period {
+            kind: kind_of(r.get(0)),
+            start: Day::from_date(r.get(1)),
+        };
+        let target = if p.kind == PeriodKind::Day {
+            &mut days
+        } else {
+            &mut others
+        };
+        target
+            .entry(p)
+            .or_insert_with(FxHashMap::default)
+            .insert(r.get(2), sums(r, 3));
+    }
+    Ok((days, others))
+}
+
+/// Marks `first..=last` settled by `execution`.
+pub async fn mark_settled(
+    c: &impl GenericClient,
+    first: Day,
+    last: Day,
+    execution: i64,
+) -> Result<()> {
+    c.execute(
+        "INSERT INTO settled_day (day, execution_id) \
+         SELECT d::date, $3 FROM generate_series($1::date, $2::date, interval '1 day') d \
+         ON CONFLICT (day) DO UPDATE SET execution_id = EXCLUDED.execution_id, settled_at = now()",
+        &[&first.date(), &last.date(), &execution],
+    )
+    .await
+    .db("recording settled days")?;
+    Ok(())
+}

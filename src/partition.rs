@@ -1,0 +1,129 @@
+//! The range partitioner: splits the rows to read into `id` ranges that the
+//! workers stream independently.
+
+use crate::read::PLAY_COLUMNS;
+
+/// An inclusive `id` range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Partition {
+    pub no: u32,
+    pub id_lo: i64,
+    pub id_hi: i64,
+}
+
+/// Which rows a run reads: plays started in `[lo, hi)` (PostgreSQL µs), or
+/// every row when unbounded. `lo` already includes the rapid_replay look-back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    pub read_lo: Option<i64>,
+    pub read_hi: Option<i64>,
+    /// First instant that counts (rows before it are look-back context only).
+    pub count_lo: Option<i64>,
+}
+
+impl Scope {
+    pub fn in_count(&self, ts: i64) -> bool {
+        self.count_lo.is_none_or(|lo| ts >= lo)
+    }
+
+    /// SQL condition on `started_at` (timestamps are inlined: COPY takes no
+    /// parameters). Empty when unbounded.
+    pub fn sql_condition(&self) -> String {
+        let mut conds = Vec::new();
+        if let Some(lo) = self.read_lo {
+            conds.push(format!("started_at >= {}", pg_timestamp_literal(lo)));
+        }
+        if let Some(hi) = self.read_hi {
+            conds.push(format!("started_at < {}", pg_timestamp_literal(hi)));
+        }
+        conds.join(" AND ")
+    }
+}
+
+/// A `timestamptz` literal for PostgreSQL microseconds since 2000-01-01 UTC.
+pub fn pg_timestamp_literal(pg_micros: i64) -> String {
+    let secs = pg_micros.div_euclid(1_000_000);
+    let micros = pg_micros.rem_euclid(1_000_000);
+    format!("(timestamptz '2000-01-01 00:00:00+00' + interval '{secs} seconds' + interval '{micros} microseconds')")
+}
+
+/// The COPY query for one partition.
+pub fn partition_query(p: &Partition, scope: &Scope) -> String {
+    let mut q = format!(
+        "SELECT {PLAY_COLUMNS} FROM viewing_log WHERE id >= {} AND id <= {}",
+        p.id_lo, p.id_hi
+    );
+    let cond = scope.sql_condition();
+    if !cond.is_empty() {
+        q.push_str(" AND ");
+        q.push_str(&cond);
+    }
+    q
+}
+
+/// Rows per partition the default aims at: big enough that the per-partition
+/// edges (look-back seeds, checkpoint writes) stay a small share of the work,
+/// small enough that a restart re-reads little and workers stay balanced.
+pub const TARGET_ROWS_PER_PARTITION: u64 = 8_000_000;
+
+/// The default partition count for about `rows` rows and `workers` workers.
+pub fn default_count(rows: u64, workers: usize) -> u32 {
+    let by_size = rows.div_ceil(TARGET_ROWS_PER_PARTITION);
+    by_size.max(workers as u64).clamp(1, 4096) as u32
+}
+
+/// Splits `[lo, hi]` into `n` contiguous, non-empty, covering ranges.
+pub fn split(lo: i64, hi: i64, n: u32) -> Vec<Partition> {
+    assert!(lo <= hi, "empty id range");
+    let span = hi as i128 - lo as i128 + 1;
+    let n = (n.max(1) as i128).min(span);
+    (0..n)
+        .map(|i| {
+            let a = lo as i128 + span * i / n;
+            let b = lo as i128 + span * (i + 1) / n - 1;
+            Partition {
+                no: i as u32,
+                id_lo: a as i64,
+                id_hi: b as i64,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_covers_exactly() {
+        for (lo, hi, n) in [
+            (1i64, 100i64, 7u32),
+            (1, 3, 64),
+            (-5, 5, 2),
+            (i64::MIN, i64::MAX, 64),
+            (42, 42, 4),
+        ] {
+            let parts = split(lo, hi, n);
+            assert_eq!(parts.first().unwrap().id_lo, lo);
+            assert_eq!(parts.last().unwrap().id_hi, hi);
+            for w in parts.windows(2) {
+                assert_eq!(w[0].id_hi.checked_add(1), Some(w[1].id_lo));
+                assert!(w[0].id_lo <= w[0].id_hi);
+            }
+            assert!(parts.len() as u32 <= n);
+        }
+    }
+
+    #[test]
+    fn default_count_scales_with_rows() {
+        assert_eq!(default_count(1_000, 2), 2);
+        assert_eq!(default_count(100_000_000, 2), 13);
+        assert_eq!(default_count(0, 4), 4);
+    }
+
+    #[test]
+    fn timestamp_literal_round_trips_in_text() {
+        assert!(pg_timestamp_literal(-1).contains("-1 seconds"));
+        assert!(pg_timestamp_literal(-1).contains("999999 microseconds"));
+    }
+}

@@ -1,0 +1,58 @@
+//! Rankings: the top 5 videos of each period by views and by watch time.
+
+use crate::rules::calendar::Period;
+use crate::rules::top5;
+use crate::settle::PeriodRows;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Metric {
+    Views,
+    WatchSeconds,
+}
+
+impl Metric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Views => "views",
+            Metric::WatchSeconds => "watch_seconds",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopRow {
+    pub period: Period,
+    pub metric: Metric,
+    pub rank: i16,
+    pub video_id: i64,
+    pub value: i64,
+}
+
+/// Top rows for every period in `video_rows` (a period with no plays has
+/// none, and its stored rankings are still replaced).
+pub fn rank(video_rows: &PeriodRows) -> Vec<TopRow> {
+    let mut out = Vec::new();
+    for (&period, rows) in video_rows {
+        for metric in [Metric::Views, Metric::WatchSeconds] {
+            let best = top5(rows.iter().map(|(&v, s)| {
+                (
+                    v,
+                    match metric {
+                        Metric::Views => s.views,
+                        Metric::WatchSeconds => s.watch_seconds,
+                    },
+                )
+            }));
+            for (i, (video_id, value)) in best.into_iter().enumerate() {
+                out.push(TopRow {
+                    period,
+                    metric,
+                    rank: i as i16 + 1,
+                    video_id,
+                    value,
+                });
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,293 @@
+//! The exact path for rapid_replay: settles what the per-partition windows
+//! could not decide, so the result does not depend on partition boundaries,
+//! worker count or physical row order.
+//!
+//! After the pass, every play whose provisional decision can be wrong lies
+//! within 30 s after a *seed* of the same (user, video):
+//! - a late row (never aggregated), or
+//! - a row of partition P that started no later than 30 s after the newest
+//!   play of any lower-id partition (only such rows can pair with a play in
+//!   another partition, and of a cross-partition pair the higher-id side is
+//!   always such a row).
+//!
+//! For each cluster of seeds the plays of the seeds' keys around them are
+//! re-read from the same snapshot; the provisional decision (same partition,
+//! non-late predecessors only, exactly what the window computed) and the
+//! true one are both recomputed and the difference is applied.
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use tokio_postgres::Client;
+
+use crate::aggregate::{head_reach, Cell, Seed};
+use crate::catalog::{Catalog, NO_VIDEO};
+use crate::error::{DbContext, Result};
+use crate::partition::{Partition, Scope};
+use crate::read::{Play, PLAY_COLUMNS};
+use crate::rules::calendar::{pg_micros_to_utc, seoul_day_pg, utc_to_pg_micros};
+use crate::rules::{ad_views, REPLAY_WINDOW_MICROS};
+use crate::totals::Totals;
+
+/// What a partition leaves for the exact path.
+#[derive(Clone, Debug)]
+pub struct Edges {
+    pub partition: Partition,
+    pub ts_lo: Option<i64>,
+    pub ts_hi: Option<i64>,
+    pub head: Vec<Seed>,
+    pub late: Vec<Seed>,
+    pub allowance: i64,
+}
+
+/// Seeds closer than this are re-read in one query.
+const CLUSTER_GAP_MICROS: i64 = 10 * 60 * 1_000_000;
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ExactPathStats {
+    /// Plays the windows could not decide (seeds: late and edge rows).
+    pub seeds: u64,
+    pub late_rows: u64,
+    /// Plays re-read from the snapshot to decide them.
+    pub reread_rows: u64,
+    pub queries: u64,
+    /// Partitions whose retained edge was too short and had it re-read.
+    pub refetched_edges: u64,
+    /// Plays whose provisional decision was corrected.
+    pub corrections: u64,
+}
+
+/// Plays of the seeds' keys re-read from the database. Separated from the
+/// decision logic so that the logic can be tested without a server.
+pub trait PlaySource {
+    #[allow(async_fn_in_trait)]
+    async fn plays_near(
+        &self,
+        keys: &[(i64, i64)],
+        lo: i64,
+        hi: i64,
+        scope: &Scope,
+    ) -> Result<Vec<Play>>;
+    #[allow(async_fn_in_trait)]
+    async fn partition_edge(&self, p: &Partition, upto: i64, scope: &Scope) -> Result<Vec<Play>>;
+}
+
+impl PlaySource for Client {
+    async fn plays_near(
+        &self,
+        keys: &[(i64, i64)],
+        lo: i64,
+        hi: i64,
+        scope: &Scope,
+    ) -> Result<Vec<Play>> {
+        let users: Vec<i64> = keys.iter().map(|k| k.0).collect();
+        let videos: Vec<i64> = keys.iter().map(|k| k.1).collect();
+        let lo = scope.read_lo.map_or(lo, |r| r.max(lo));
+        let hi_excl = scope
+            .read_hi
+            .map_or(hi.saturating_add(1), |r| r.min(hi.saturating_add(1)));
+        let sql = format!(
+            "SELECT {cols} FROM viewing_log v \
+             JOIN (SELECT DISTINCT u, vid FROM unnest($1::int8[], $2::int8[]) AS k(u, vid)) k \
+               ON v.user_id = k.u AND v.video_id = k.vid \
+             WHERE v.started_at >= $3 AND v.started_at < $4",
+            cols = PLAY_COLUMNS
+                .split(", ")
+                .map(|c| format!("v.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let rows = self
+            .query(
+                &sql,
+                &[
+                    &users,
+                    &videos,
+                    &pg_micros_to_utc(lo),
+                    &pg_micros_to_utc(hi_excl),
+                ],
+            )
+            .await
+            .db("re-reading plays for the rapid_replay exact path")?;
+        Ok(rows.iter().map(play_from_row).collect())
+    }
+
+    async fn partition_edge(&self, p: &Partition, upto: i64, scope: &Scope) -> Result<Vec<Play>> {
+        let mut sql = format!(
+            "SELECT {PLAY_COLUMNS} FROM viewing_log WHERE id >= $1 AND id <= $2 AND started_at <= $3"
+        );
+        let cond = scope.sql_condition();
+        if !cond.is_empty() {
+            sql.push_str(" AND ");
+            sql.push_str(&cond);
+        }
+        let rows = self
+            .query(&sql, &[&p.id_lo, &p.id_hi, &pg_micros_to_utc(upto)])
+            .await
+            .db("re-reading a partition edge for the rapid_replay exact path")?;
+        Ok(rows.iter().map(play_from_row).collect())
+    }
+}
+
+fn play_from_row(r: &tokio_postgres::Row) -> Play {
+    Play {
+        id: r.get(0),
+        user_id: r.get(1),
+        video_id: r.get(2),
+        started_at: utc_to_pg_micros(r.get(3)),
+        start_position: r.get(4),
+        end_position: r.get(5),
+    }
+}
+
+/// Valid, not self_play: the plays rapid_replay is about.
+fn is_candidate(catalog: &Catalog, p: &Play) -> Option<u32> {
+    let v = catalog.index(p.video_id);
+    if v == NO_VIDEO {
+        return None;
+    }
+    let d = catalog.durations[v as usize];
+    let ok = 0 <= p.start_position && p.start_position <= p.end_position && p.end_position <= d;
+    (ok && catalog.uploaders[v as usize] != p.user_id).then_some(v)
+}
+
+/// Resolves all seeds and applies the corrections to `totals`.
+pub async fn resolve(
+    source: &impl PlaySource,
+    edges: &mut [Edges],
+    catalog: &Catalog,
+    scope: &Scope,
+    totals: &mut Totals,
+) -> Result<ExactPathStats> {
+    let mut stats = ExactPathStats::default();
+    edges.sort_by_key(|e| e.partition.id_lo);
+
+    // Seeds: late rows everywhere, and each partition's head up to 30 s past
+    // the newest play of the partitions below it.
+    let mut seeds: Vec<Seed> = Vec::new();
+    let mut late_ids: FxHashSet<i64> = FxHashSet::default();
+    let mut newest_below: Option<i64> = None;
+    for e in edges.iter() {
+        stats.late_rows += e.late.len() as u64;
+        for s in &e.late {
+            late_ids.insert(s.id);
+        }
+        seeds.extend_from_slice(&e.late);
+        if let (Some(h), Some(lo)) = (newest_below, e.ts_lo) {
+            let reach = h.saturating_add(REPLAY_WINDOW_MICROS);
+            if reach > lo.saturating_add(head_reach(e.allowance)) {
+                // Disorder beyond the allowance: the retained head is too
+                // short, so take this partition's edge from the database.
+                stats.refetched_edges += 1;
+                for p in source.partition_edge(&e.partition, reach, scope).await? {
+                    if is_candidate(catalog, &p).is_some() && !late_ids.contains(&p.id) {
+                        seeds.push(Seed {
+                            user_id: p.user_id,
+                            video_id: p.video_id,
+                            started_at: p.started_at,
+                            id: p.id,
+                        });
+                    }
+                }
+            } else {
+                seeds.extend(e.head.iter().filter(|s| s.started_at <= reach));
+            }
+        }
+        if let Some(hi) = e.ts_hi {
+            newest_below = Some(newest_below.map_or(hi, |h| h.max(hi)));
+        }
+    }
+    stats.seeds = seeds.len() as u64;
+    if seeds.is_empty() {
+        return Ok(stats);
+    }
+
+    let parts: Vec<(i64, i64)> = edges
+        .iter()
+        .map(|e| (e.partition.id_lo, e.partition.id_hi))
+        .collect();
+    let part_of = |id: i64| -> usize {
+        match parts.binary_search_by(|&(lo, _)| lo.cmp(&id)) {
+            Ok(i) => i,
+            Err(i) => i.saturating_sub(1),
+        }
+    };
+
+    seeds.sort_by_key(|s| (s.started_at, s.id));
+    let mut i = 0;
+    while i < seeds.len() {
+        // One cluster: seeds no further apart than the gap.
+        let mut j = i + 1;
+        while j < seeds.len() && seeds[j].started_at - seeds[j - 1].started_at <= CLUSTER_GAP_MICROS
+        {
+            j += 1;
+        }
+        let lo = seeds[i].started_at - REPLAY_WINDOW_MICROS;
+        let hi = seeds[j - 1].started_at + REPLAY_WINDOW_MICROS;
+        let mut keys: Vec<(i64, i64)> = seeds[i..j]
+            .iter()
+            .map(|s| (s.user_id, s.video_id))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        i = j;
+
+        let plays = source.plays_near(&keys, lo, hi, scope).await?;
+        stats.queries += 1;
+        stats.reread_rows += plays.len() as u64;
+        let mut groups: FxHashMap<(i64, i64), Vec<(Play, u32)>> = FxHashMap::default();
+        for p in plays {
+            if let Some(v) = is_candidate(catalog, &p) {
+                groups
+                    .entry((p.user_id, p.video_id))
+                    .or_default()
+                    .push((p, v));
+            }
+        }
+        for (_, mut g) in groups {
+            g.sort_by_key(|(p, _)| (p.started_at, p.id));
+            for n in 0..g.len() {
+                let (p, v) = g[n];
+                // Only plays whose whole 30 s look-back was re-read, and that count.
+                if p.started_at < lo + REPLAY_WINDOW_MICROS || !scope.in_count(p.started_at) {
+                    continue;
+                }
+                let true_replay =
+                    n > 0 && p.started_at - g[n - 1].0.started_at < REPLAY_WINDOW_MICROS;
+                let late = late_ids.contains(&p.id);
+                let sign: i64 = if late {
+                    if true_replay {
+                        0
+                    } else {
+                        1
+                    }
+                } else {
+                    let my_part = part_of(p.id);
+                    let prov_replay = g[..n]
+                        .iter()
+                        .rev()
+                        .take_while(|(q, _)| p.started_at - q.started_at < REPLAY_WINDOW_MICROS)
+                        .any(|(q, _)| !late_ids.contains(&q.id) && part_of(q.id) == my_part);
+                    match (prov_replay, true_replay) {
+                        (true, false) => 1,
+                        (false, true) => -1,
+                        _ => 0,
+                    }
+                };
+                if sign != 0 {
+                    stats.corrections += 1;
+                    let watch = (p.end_position - p.start_position) as i64;
+                    let ads = ad_views(p.start_position, p.end_position) as i64;
+                    totals.apply(
+                        seoul_day_pg(p.started_at).0,
+                        v,
+                        Cell {
+                            views: sign,
+                            watch_seconds: sign * watch,
+                            ad_views: sign * ads,
+                        },
+                    );
+                }
+            }
+        }
+    }
+    Ok(stats)
+}

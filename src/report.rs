@@ -1,0 +1,99 @@
+//! Human-readable rendering of run summaries and job history.
+
+use std::fmt::Write;
+
+use crate::engine::RunSummary;
+
+pub fn human_count(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// The end-of-run summary.
+pub fn run_summary(s: &RunSummary) -> String {
+    let mut o = String::new();
+    let range = match (&s.first_day, &s.last_day) {
+        (Some(a), Some(b)) => format!("{a} .. {b}"),
+        _ => "no days (empty viewing_log)".into(),
+    };
+    let _ = writeln!(
+        o,
+        "execution {} (attempt {}{}) COMPLETED: settled {range}{}",
+        s.execution_id,
+        s.attempt,
+        s.restarted_from
+            .map(|r| format!(", restarted from {r}"))
+            .unwrap_or_default(),
+        s.extended_to
+            .as_ref()
+            .map(|t| format!(" (extended to {t}: later settled days re-priced)"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        o,
+        "  rows read        {:>15}  (of which look-back context {})",
+        human_count(s.rows_read),
+        human_count(s.lookback_rows)
+    );
+    let _ = writeln!(o, "  counted plays    {:>15}", human_count(s.counted));
+    let _ = writeln!(
+        o,
+        "  excluded         {:>15}  self_play {}, rapid_replay {}",
+        human_count(s.excluded.self_play + s.excluded.rapid_replay),
+        human_count(s.excluded.self_play),
+        human_count(s.excluded.rapid_replay)
+    );
+    let _ = writeln!(
+        o,
+        "  rejected         {:>15}  unknown_video {}, bad_position {}",
+        human_count(s.rejected.unknown_video + s.rejected.bad_position),
+        human_count(s.rejected.unknown_video),
+        human_count(s.rejected.bad_position)
+    );
+    let _ = writeln!(
+        o,
+        "  partitions       {:>15}  ({} read, {} reused from a failed run), workers {}",
+        s.partitions, s.partitions_read, s.partitions_reused, s.workers
+    );
+    let _ = writeln!(
+        o,
+        "  exact path       {:>15}  seeds ({} late rows), {} re-read in {} queries, {} corrections; max disorder seen {:.0} s",
+        human_count(s.exact_path.seeds),
+        human_count(s.exact_path.late_rows),
+        human_count(s.exact_path.reread_rows),
+        s.exact_path.queries,
+        s.exact_path.corrections,
+        s.max_disorder_s
+    );
+    let p = &s.phases;
+    let _ = writeln!(
+        o,
+        "  time             {:>14.2}s  plan {:.2}s, read+aggregate {:.2}s, exact path {:.2}s, settle {:.2}s, write {:.2}s, publish {:.2}s",
+        p.total_s, p.plan_s, p.read_aggregate_s, p.exact_path_s, p.settle_s, p.write_s, p.publish_s
+    );
+    let _ = writeln!(
+        o,
+        "  throughput       {:>13.0}/s  peak RSS {}",
+        s.rows_per_s,
+        mib(s.peak_rss_bytes)
+    );
+    let _ = writeln!(
+        o,
+        "  written          {:>15}  video rows, {} creator rows, {} top rows",
+        human_count(s.written.video_rows),
+        human_count(s.written.creator_rows),
+        human_count(s.written.top_rows)
+    );
+    o
+}
