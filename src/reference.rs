@@ -76,7 +76,8 @@ pub enum Side {
 
 impl fmt::Display for Side {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        // pad, not write_str, so that width specifiers line the sides up
+        f.pad(match self {
             Side::Reference => "reference",
             Side::Engine => "engine",
         })

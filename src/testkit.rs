@@ -110,7 +110,7 @@ fn config_url(config: &Config, name: &str, env_url: Option<&str>) -> String {
             .get_password()
             .map(|p| format!(":{}", String::from_utf8_lossy(p)))
             .unwrap_or_default();
-        return format!("postgresql://{user}{pw}@localhost/{name}?host={host}&port={port}");
+        return format!("postgresql://{user}{pw}@/{name}?host={host}&port={port}");
     }
     let host = match config.get_hosts().first() {
         Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
@@ -118,7 +118,7 @@ fn config_url(config: &Config, name: &str, env_url: Option<&str>) -> String {
         None => "localhost".into(),
     };
     format!(
-        "postgresql://{}@localhost/{name}?host={host}&port={}",
+        "postgresql://{}@/{name}?host={host}&port={}",
         config.get_user().unwrap_or(db::embedded::ROLE),
         config
             .get_ports()

@@ -184,7 +184,7 @@ impl Cluster {
 
     pub fn url(&self, dbname: &str) -> String {
         format!(
-            "postgresql://{ROLE}@localhost/{dbname}?host={}&port={PORT}",
+            "postgresql://{ROLE}@/{dbname}?host={}&port={PORT}",
             self.root.display()
         )
     }
