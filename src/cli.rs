@@ -45,12 +45,56 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show settle end to end: migrate, generate a realistic dataset (1.2M plays
+    /// over 4 weeks by default), settle it and print a report. Uses the database
+    /// `settle_demo` of the embedded cluster, or DATABASE_URL's database, whose
+    /// videos and viewing_log it replaces.
+    Demo {
+        /// Plays to generate.
+        #[arg(long, default_value_t = 1_200_000)]
+        rows: u64,
+        /// Days to spread them over.
+        #[arg(long, default_value_t = 28)]
+        days: u32,
+        /// Videos in the catalogue.
+        #[arg(long, default_value_t = 20_000)]
+        videos: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fill videos and viewing_log with a realistic, deterministic load (see
+    /// `settle datagen --help` for what the data looks like).
+    Datagen {
+        #[command(flatten)]
+        args: settle_datagen::DatagenArgs,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Settle days: count, price and rank plays, and publish the results.
     Run(RunArgs),
     /// Ask a running execution to stop; it ends STOPPED and publishes nothing.
     Stop {
         /// The execution id (see `settle history`).
         execution: i64,
+    },
+    /// List recent executions: id, parameters, status, duration, counts.
+    History {
+        /// How many executions to list.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one execution: its partitions, attempts, errors and rejected rows.
+    Status {
+        /// The execution id (see `settle history`).
+        execution: i64,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Manage the embedded PostgreSQL cluster.
     #[command(subcommand)]
@@ -189,6 +233,74 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Run(args) => run(&cli.conn, args).await,
+        Command::Demo {
+            rows,
+            days,
+            videos,
+            json,
+        } => {
+            let database = match &cli.conn.database_url {
+                Some(url) => Database::open(Some(url), None).await?,
+                None => Database::open_named(None, cli.conn.pg_dir.clone(), "settle_demo").await?,
+            };
+            let flags: Vec<String> = vec![
+                "--rows".into(),
+                rows.to_string(),
+                "--days".into(),
+                days.to_string(),
+                "--videos".into(),
+                videos.to_string(),
+                "--users".into(),
+                (rows / 4).max(1000).to_string(),
+                "--creators".into(),
+                (videos / 10).max(1).to_string(),
+            ];
+            let report = settle::demo::demo(&database, &flags, !json).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", settle::demo::render(&report));
+            }
+            Ok(0)
+        }
+        Command::Datagen { args, json } => {
+            let database = open(&cli.conn).await?;
+            {
+                let mut c = database.connect().await?;
+                db::migrate::migrate(&mut c).await?;
+            }
+            let summary = settle_datagen::run(&args, database.config()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                println!("{summary}");
+            }
+            Ok(0)
+        }
+        Command::History { limit, json } => {
+            let database = open(&cli.conn).await?;
+            let mut c = database.connect().await?;
+            db::migrate::migrate(&mut c).await?;
+            let rows = settle::history::recent(&c, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                print!("{}", settle::history::render_history(&rows));
+            }
+            Ok(0)
+        }
+        Command::Status { execution, json } => {
+            let database = open(&cli.conn).await?;
+            let mut c = database.connect().await?;
+            db::migrate::migrate(&mut c).await?;
+            let s = settle::history::status(&c, execution).await?;
+            if json {
+                println!("{}", serde_json::to_string(&s)?);
+            } else {
+                print!("{}", settle::history::render_status(&s));
+            }
+            Ok(0)
+        }
         Command::Stop { execution } => {
             let database = open(&cli.conn).await?;
             let client = database.connect().await?;

@@ -478,7 +478,6 @@ async fn execute(
     if stopped || stop.load(Ordering::SeqCst) {
         return Err(Error::Stopped);
     }
-    drop(absorb);
     summary.phases.read_aggregate_s = t_read.elapsed().as_secs_f64();
 
     // Rejects are recorded whatever happens next, so they can be inspected.

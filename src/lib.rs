@@ -8,8 +8,10 @@
 pub mod aggregate;
 pub mod catalog;
 pub mod db;
+pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod history;
 pub mod jobs;
 pub mod ledger;
 pub mod partition;

@@ -171,7 +171,7 @@ pub async fn copy_plays(
             on_row(p)
         })?;
         chunks = chunks.wrapping_add(1);
-        if chunks % 4096 == 0 {
+        if chunks.is_multiple_of(4096) {
             check()?;
         }
     }

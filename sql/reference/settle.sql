@@ -21,33 +21,42 @@
 DROP SCHEMA IF EXISTS reference CASCADE;
 CREATE SCHEMA reference;
 
--- The result tables: the same columns, types and keys as the public ones, so
--- the two can be compared with EXCEPT.
-CREATE UNLOGGED TABLE reference.settlement_video   (LIKE public.settlement_video   INCLUDING ALL);
-CREATE UNLOGGED TABLE reference.settlement_creator (LIKE public.settlement_creator INCLUDING ALL);
-CREATE UNLOGGED TABLE reference.top_videos         (LIKE public.top_videos         INCLUDING ALL);
+-- The result tables: the same columns, types and checks as the public ones,
+-- so the two can be compared with EXCEPT. Their primary keys (the same as
+-- public's) are added at the end, after the load.
+CREATE UNLOGGED TABLE reference.settlement_video
+    (LIKE public.settlement_video   INCLUDING ALL EXCLUDING INDEXES);
+CREATE UNLOGGED TABLE reference.settlement_creator
+    (LIKE public.settlement_creator INCLUDING ALL EXCLUDING INDEXES);
+CREATE UNLOGGED TABLE reference.top_videos
+    (LIKE public.top_videos         INCLUDING ALL EXCLUDING INDEXES);
 
--- What became of every viewing_log row. The primary key is added after the
--- load (building an index once is much cheaper than maintaining it per row).
+-- What became of every viewing_log row. Its primary key too is added after
+-- the load: building an index once is much cheaper than maintaining it per
+-- row.
 CREATE UNLOGGED TABLE reference.play_outcome (
     id      bigint NOT NULL,
     outcome text   NOT NULL CHECK (outcome IN
                 ('counted', 'self_play', 'rapid_replay', 'unknown_video', 'bad_position'))
 );
 
--- SPEC §3's price table, verbatim: ordinals first..last (inclusive) cost
--- view_tenths per view and ad_tenths per ad view, in tenths of a won.
-CREATE UNLOGGED TABLE reference.price_tier (
-    first_ordinal bigint NOT NULL,
-    last_ordinal  bigint NOT NULL,
-    view_tenths   bigint NOT NULL,
-    ad_tenths     bigint NOT NULL
-);
-INSERT INTO reference.price_tier VALUES
-    (      1,   100000, 10, 100),
-    ( 100001,   500000, 11, 120),
-    ( 500001,  1000000, 13, 150),
-    (1000001, 9223372036854775807, 15, 200);   -- "and above": bigint's maximum
+-- SPEC §3's price table. units_in counts the ordinals before+1 ..= before+n
+-- that fall in the bracket first ..= last; tiered_tenths prices them with
+-- the bracket prices p1..p4 (tenths of a won). Plain SQL functions, so the
+-- planner inlines them into the query as integer arithmetic.
+CREATE FUNCTION reference.units_in(before bigint, n bigint, first bigint, last bigint)
+RETURNS bigint LANGUAGE sql IMMUTABLE AS $$
+    SELECT greatest(0, least(before + n, last) - greatest(before + 1, first) + 1)
+$$;
+
+CREATE FUNCTION reference.tiered_tenths(before bigint, n bigint,
+                                        p1 bigint, p2 bigint, p3 bigint, p4 bigint)
+RETURNS bigint LANGUAGE sql IMMUTABLE AS $$
+    SELECT p1 * reference.units_in(before, n,       1,  100000)
+         + p2 * reference.units_in(before, n,  100001,  500000)
+         + p3 * reference.units_in(before, n,  500001, 1000000)
+         + p4 * reference.units_in(before, n, 1000001, 9223372036854775807)  -- "and above"
+$$;
 
 -- ---------------------------------------------------------------------------
 -- Step 1: classify every row of the log, in one pass.
@@ -88,6 +97,7 @@ SELECT id,
 FROM checked
 WINDOW same_viewer_valid AS (PARTITION BY user_id, video_id, reject IS NULL
                              ORDER BY started_at, id);
+ANALYZE reference.work_play;  -- fresh tables have no statistics; later plans need them
 
 INSERT INTO reference.play_outcome (id, outcome)
 SELECT id, outcome FROM reference.work_play;
@@ -109,15 +119,16 @@ SELECT video_id,
 FROM reference.work_play
 WHERE outcome = 'counted'
 GROUP BY video_id, day;
+ANALYZE reference.work_video_day;
 
 -- ---------------------------------------------------------------------------
 -- Step 3: price each (video, day).
 --
 -- views_before (V) and ad_views_before are the video's counted totals on all
 -- earlier days; the day's units are the ordinals before+1 ..= before+count.
--- A tier contributes its price times the number of those ordinals inside
--- [first_ordinal, last_ordinal]. Everything is exact integer/numeric math;
--- amounts are floor(tenths / 10).
+-- Views cost 1.0 / 1.1 / 1.3 / 1.5 won, ad views 10 / 12 / 15 / 20 won by
+-- bracket. Integer math throughout; amounts are floor(tenths / 10), and
+-- bigint division of non-negative numbers is floor division.
 INSERT INTO reference.settlement_video
     (period_kind, period_start, video_id, views, watch_seconds, ad_views,
      video_amount, ad_amount, total_amount)
@@ -129,23 +140,13 @@ WITH history AS (
     WINDOW earlier_days AS (PARTITION BY d.video_id ORDER BY d.day
                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 ),
-priced AS (
-    SELECT h.*,
-           (SELECT sum(t.view_tenths
-                       * greatest(0, least(h.views_before + h.views, t.last_ordinal)
-                                     - greatest(h.views_before + 1, t.first_ordinal) + 1))
-            FROM reference.price_tier t) AS view_tenths,
-           (SELECT sum(t.ad_tenths
-                       * greatest(0, least(h.ad_views_before + h.ad_views, t.last_ordinal)
-                                     - greatest(h.ad_views_before + 1, t.first_ordinal) + 1))
-            FROM reference.price_tier t) AS ad_tenths
-    FROM history h
-),
 amounts AS (
-    SELECT p.*,
-           floor(p.view_tenths / 10)::bigint AS video_amount,
-           floor(p.ad_tenths / 10)::bigint   AS ad_amount
-    FROM priced p
+    SELECT h.*,
+           reference.tiered_tenths(h.views_before, h.views, 10, 11, 13, 15) / 10
+               AS video_amount,
+           reference.tiered_tenths(h.ad_views_before, h.ad_views, 100, 120, 150, 200) / 10
+               AS ad_amount
+    FROM history h
 )
 SELECT 'day', day, video_id, views, watch_seconds, ad_views,
        video_amount, ad_amount, video_amount + ad_amount
@@ -199,6 +200,11 @@ FROM (
 ) ranked
 WHERE rank <= 5;
 
--- The work tables were only steps; the results and price_tier remain.
+-- The keys. A duplicate here would be a bug in this script, and fails it.
+ALTER TABLE reference.settlement_video   ADD PRIMARY KEY (period_kind, period_start, video_id);
+ALTER TABLE reference.settlement_creator ADD PRIMARY KEY (period_kind, period_start, creator_id);
+ALTER TABLE reference.top_videos         ADD PRIMARY KEY (period_kind, period_start, metric, rank);
+
+-- The work tables were only steps.
 DROP TABLE reference.work_play;
 DROP TABLE reference.work_video_day;

@@ -1,0 +1,313 @@
+//! Reading the job repository for people: `settle history` and
+//! `settle status`.
+
+use std::fmt::Write;
+
+use tokio_postgres::Client;
+
+use crate::error::{DbContext, Error, Result};
+use crate::report::human_count;
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ExecutionRow {
+    pub execution_id: i64,
+    pub params: String,
+    pub attempt: i32,
+    pub status: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub duration_s: Option<f64>,
+    pub day_from: Option<String>,
+    pub day_to: Option<String>,
+    pub host: String,
+    pub pid: i32,
+    pub restarted_from: Option<i64>,
+    pub rows_read: i64,
+    pub counted: i64,
+    pub excluded_self_play: i64,
+    pub excluded_rapid_replay: i64,
+    pub rejected_unknown_video: i64,
+    pub rejected_bad_position: i64,
+    pub error: Option<String>,
+}
+
+const EXECUTION_COLUMNS: &str = "e.execution_id, i.params_key, e.attempt, e.status, \
+    to_char(e.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+    to_char(e.ended_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+    extract(epoch FROM e.ended_at - e.started_at)::float8, e.day_from::text, e.day_to::text, \
+    e.host, e.pid, e.restarted_from, e.rows_read, e.counted, e.excluded_self_play, \
+    e.excluded_rapid_replay, e.rejected_unknown_video, e.rejected_bad_position, e.error";
+
+fn execution(r: &tokio_postgres::Row) -> ExecutionRow {
+    ExecutionRow {
+        execution_id: r.get(0),
+        params: r.get(1),
+        attempt: r.get(2),
+        status: r.get(3),
+        started_at: r.get(4),
+        ended_at: r.get(5),
+        duration_s: r.get(6),
+        day_from: r.get(7),
+        day_to: r.get(8),
+        host: r.get(9),
+        pid: r.get(10),
+        restarted_from: r.get(11),
+        rows_read: r.get(12),
+        counted: r.get(13),
+        excluded_self_play: r.get(14),
+        excluded_rapid_replay: r.get(15),
+        rejected_unknown_video: r.get(16),
+        rejected_bad_position: r.get(17),
+        error: r.get(18),
+    }
+}
+
+pub async fn recent(c: &Client, limit: i64) -> Result<Vec<ExecutionRow>> {
+    let rows = c
+        .query(
+            &format!(
+                "SELECT {EXECUTION_COLUMNS} FROM job_execution e JOIN job_instance i USING (instance_id) \
+                 ORDER BY e.execution_id DESC LIMIT $1"
+            ),
+            &[&limit],
+        )
+        .await
+        .db("reading the job history")?;
+    Ok(rows.iter().map(execution).collect())
+}
+
+pub fn render_history(rows: &[ExecutionRow]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{:>6}  {:<32} {:>3}  {:<9}  {:<20}  {:>9}  {:>13}  {:>13}  {:>11}  {:>9}",
+        "exec",
+        "parameters",
+        "try",
+        "status",
+        "started (UTC)",
+        "duration",
+        "rows read",
+        "counted",
+        "excluded",
+        "rejected"
+    );
+    for r in rows {
+        let _ = writeln!(
+            o,
+            "{:>6}  {:<32} {:>3}  {:<9}  {:<20}  {:>9}  {:>13}  {:>13}  {:>11}  {:>9}",
+            r.execution_id,
+            r.params,
+            r.attempt,
+            r.status,
+            r.started_at,
+            r.duration_s
+                .map(|d| format!("{d:.1}s"))
+                .unwrap_or_else(|| "-".into()),
+            human_count(r.rows_read as u64),
+            human_count(r.counted as u64),
+            human_count((r.excluded_self_play + r.excluded_rapid_replay) as u64),
+            human_count((r.rejected_unknown_video + r.rejected_bad_position) as u64),
+        );
+    }
+    if rows.is_empty() {
+        o.push_str("(no executions yet: run `settle run --all`)\n");
+    }
+    o
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PartitionRow {
+    pub partition_no: i32,
+    pub id_lo: i64,
+    pub id_hi: i64,
+    pub status: String,
+    pub attempts: i32,
+    pub rows_read: i64,
+    pub duration_ms: Option<i64>,
+    pub reused_from: Option<i64>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RejectSample {
+    pub viewing_log_id: i64,
+    pub reason: String,
+    pub user_id: i64,
+    pub video_id: i64,
+    pub started_at: String,
+    pub start_position: i32,
+    pub end_position: i32,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Status {
+    pub execution: ExecutionRow,
+    pub partitions: Vec<PartitionRow>,
+    pub rejects_by_reason: Vec<(String, i64)>,
+    pub reject_sample: Vec<RejectSample>,
+}
+
+pub async fn status(c: &Client, exec: i64) -> Result<Status> {
+    let row = c
+        .query_opt(
+            &format!(
+                "SELECT {EXECUTION_COLUMNS} FROM job_execution e JOIN job_instance i USING (instance_id) WHERE e.execution_id = $1"
+            ),
+            &[&exec],
+        )
+        .await
+        .db("reading the execution")?
+        .ok_or_else(|| Error::Usage(format!("there is no execution {exec}; see `settle history`")))?;
+    let partitions = c
+        .query(
+            "SELECT partition_no, id_lo, id_hi, status, attempts, rows_read, duration_ms, reused_from, error \
+             FROM partition_execution WHERE execution_id = $1 ORDER BY partition_no",
+            &[&exec],
+        )
+        .await
+        .db("reading the partitions")?
+        .iter()
+        .map(|r| PartitionRow {
+            partition_no: r.get(0),
+            id_lo: r.get(1),
+            id_hi: r.get(2),
+            status: r.get(3),
+            attempts: r.get(4),
+            rows_read: r.get(5),
+            duration_ms: r.get(6),
+            reused_from: r.get(7),
+            error: r.get(8),
+        })
+        .collect();
+    let rejects_by_reason = c
+        .query(
+            "SELECT reason, count(*) FROM rejected_play WHERE execution_id = $1 GROUP BY reason ORDER BY reason",
+            &[&exec],
+        )
+        .await
+        .db("counting rejected rows")?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let reject_sample = c
+        .query(
+            "SELECT viewing_log_id, reason, user_id, video_id, started_at::text, start_position, end_position \
+             FROM rejected_play WHERE execution_id = $1 ORDER BY viewing_log_id LIMIT 10",
+            &[&exec],
+        )
+        .await
+        .db("sampling rejected rows")?
+        .iter()
+        .map(|r| RejectSample {
+            viewing_log_id: r.get(0),
+            reason: r.get(1),
+            user_id: r.get(2),
+            video_id: r.get(3),
+            started_at: r.get(4),
+            start_position: r.get(5),
+            end_position: r.get(6),
+        })
+        .collect();
+    Ok(Status {
+        execution: execution(&row),
+        partitions,
+        rejects_by_reason,
+        reject_sample,
+    })
+}
+
+pub fn render_status(s: &Status) -> String {
+    let e = &s.execution;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "execution {} of {} (attempt {}): {}{}",
+        e.execution_id,
+        e.params,
+        e.attempt,
+        e.status,
+        e.restarted_from
+            .map(|r| format!(", continuing execution {r}"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        o,
+        "  started {} on {} (pid {}), ended {}, days {} .. {}",
+        e.started_at,
+        e.host,
+        e.pid,
+        e.ended_at.as_deref().unwrap_or("-"),
+        e.day_from.as_deref().unwrap_or("?"),
+        e.day_to.as_deref().unwrap_or("?")
+    );
+    let _ = writeln!(
+        o,
+        "  rows read {}, counted {}, excluded self_play {} / rapid_replay {}, rejected unknown_video {} / bad_position {}",
+        human_count(e.rows_read as u64),
+        human_count(e.counted as u64),
+        human_count(e.excluded_self_play as u64),
+        human_count(e.excluded_rapid_replay as u64),
+        human_count(e.rejected_unknown_video as u64),
+        human_count(e.rejected_bad_position as u64)
+    );
+    if let Some(err) = &e.error {
+        let _ = writeln!(o, "  error: {err}");
+    }
+    let done = s
+        .partitions
+        .iter()
+        .filter(|p| p.status == "COMPLETED")
+        .count();
+    let _ = writeln!(
+        o,
+        "  partitions: {done} of {} completed",
+        s.partitions.len()
+    );
+    for p in &s.partitions {
+        let _ = writeln!(
+            o,
+            "    #{:<4} ids {:>12} ..= {:<12} {:<9} attempts {:<2} rows {:>12}  {}{}{}",
+            p.partition_no,
+            p.id_lo,
+            p.id_hi,
+            p.status,
+            p.attempts,
+            human_count(p.rows_read as u64),
+            p.duration_ms
+                .map(|d| format!("{:.1}s", d as f64 / 1000.0))
+                .unwrap_or_default(),
+            p.reused_from
+                .map(|r| format!(" (kept from execution {r})"))
+                .unwrap_or_default(),
+            p.error
+                .as_ref()
+                .map(|e| format!(" error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    if s.rejects_by_reason.is_empty() {
+        let _ = writeln!(o, "  rejected rows: none recorded");
+    } else {
+        let by: Vec<String> = s
+            .rejects_by_reason
+            .iter()
+            .map(|(r, n)| format!("{r} {}", human_count(*n as u64)))
+            .collect();
+        let _ = writeln!(o, "  rejected rows: {}; sample:", by.join(", "));
+        for r in &s.reject_sample {
+            let _ = writeln!(
+                o,
+                "    id {} {:<13} user {} video {} started {} positions {}..{}",
+                r.viewing_log_id,
+                r.reason,
+                r.user_id,
+                r.video_id,
+                r.started_at,
+                r.start_position,
+                r.end_position
+            );
+        }
+    }
+    o
+}

@@ -1,0 +1,386 @@
+//! `settle-datagen` against a real PostgreSQL (the testkit's private
+//! cluster): determinism whatever --jobs is, --append, the configured rates,
+//! the id-vs-started_at disorder bound the engine relies on, and the index
+//! definitions a full load rebuilds.
+//!
+//! Two ignored tests are tools rather than checks: `profile_report` prints
+//! the data profile at ~2M rows, `speed` times a load (SETTLE_DATAGEN_ROWS,
+//! SETTLE_DATAGEN_STREAMS); run them with `--release -- --ignored --nocapture`.
+
+use settle::testkit::TestDb;
+use settle_datagen::{DatagenArgs, Summary, MAX_WALL_SECS};
+use tokio_postgres::Client;
+
+async fn gen(db: &TestDb, flags: &[&str]) -> Summary {
+    let args = DatagenArgs::from_flags(flags).expect("flags parse");
+    settle_datagen::run(&args, db.config())
+        .await
+        .expect("datagen runs")
+}
+
+async fn one_str(c: &Client, sql: &str) -> String {
+    c.query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+async fn one_i64(c: &Client, sql: &str) -> i64 {
+    c.query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+async fn log_hash(c: &Client, filter: &str) -> String {
+    one_str(
+        c,
+        &format!(
+            "SELECT coalesce(md5(string_agg(t::text, ',' ORDER BY id)), '') FROM viewing_log t {filter}"
+        ),
+    )
+    .await
+}
+
+async fn videos_hash(c: &Client) -> String {
+    one_str(
+        c,
+        "SELECT md5(string_agg(t::text, ',' ORDER BY video_id)) FROM videos t",
+    )
+    .await
+}
+
+/// Largest amount by which a row started before some row with a lower id.
+async fn max_disorder_secs(c: &Client) -> i64 {
+    one_i64(
+        c,
+        "SELECT coalesce(max(extract(epoch FROM prev_max - started_at)), 0)::bigint
+         FROM (SELECT started_at,
+                      max(started_at) OVER (ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_max
+               FROM viewing_log) s",
+    )
+    .await
+}
+
+/// Row classes by the SPEC's rules: (total, invalid, self_play, rapid_replay
+/// among valid non-self rows, restarts exactly 30 s later).
+async fn classes(c: &Client) -> [i64; 5] {
+    let row = c
+        .query_one(
+            "WITH v AS (
+               SELECT l.id, l.user_id, l.video_id, l.started_at, vd.uploader_id,
+                      vd.video_id IS NOT NULL
+                        AND 0 <= l.start_position AND l.start_position <= l.end_position
+                        AND l.end_position <= vd.duration_seconds AS valid
+               FROM viewing_log l LEFT JOIN videos vd ON vd.video_id = l.video_id),
+             ok AS (
+               SELECT *, started_at - lag(started_at) OVER (
+                          PARTITION BY user_id, video_id ORDER BY started_at, id) AS gap
+               FROM v WHERE valid)
+             SELECT (SELECT count(*) FROM v),
+                    (SELECT count(*) FROM v WHERE NOT valid),
+                    count(*) FILTER (WHERE user_id = uploader_id),
+                    count(*) FILTER (WHERE user_id <> uploader_id AND gap < interval '30 seconds'),
+                    count(*) FILTER (WHERE gap = interval '30 seconds')
+             FROM ok",
+            &[],
+        )
+        .await
+        .expect("classes query");
+    [row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)]
+}
+
+fn assert_near(what: &str, got: i64, total: i64, rate: f64, tolerance: f64) {
+    let share = got as f64 / total as f64;
+    assert!(
+        (share - rate).abs() <= rate * tolerance,
+        "{what}: {got} of {total} rows = {share:.5}, expected {rate} +- {:.0}%",
+        tolerance * 100.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_seed_same_tables_whatever_jobs() {
+    let a = TestDb::new().await.expect("test db");
+    let b = TestDb::new().await.expect("test db");
+    let s1 = gen(&a, &["--rows", "200000", "--videos", "5000", "--jobs", "1"]).await;
+    let s2 = gen(&b, &["--rows", "200000", "--videos", "5000", "--jobs", "2"]).await;
+    assert_eq!((s1.rows, s2.rows), (200_000, 200_000));
+    assert_eq!((s1.first_id, s1.last_id), (1, 200_000));
+    let (ca, cb) = (a.connect().await.unwrap(), b.connect().await.unwrap());
+    let (ha, hb) = (log_hash(&ca, "").await, log_hash(&cb, "").await);
+    assert_eq!(ha, hb, "viewing_log differs between --jobs 1 and --jobs 2");
+    assert_eq!(videos_hash(&ca).await, videos_hash(&cb).await);
+
+    // Another seed gives other data; replacing again with the first seed
+    // (over existing data, with 3 jobs) gives the first tables back.
+    gen(
+        &b,
+        &["--rows", "200000", "--videos", "5000", "--seed", "43"],
+    )
+    .await;
+    assert_ne!(
+        log_hash(&cb, "").await,
+        ha,
+        "--seed did not change the data"
+    );
+    gen(&b, &["--rows", "200000", "--videos", "5000", "--jobs", "3"]).await;
+    assert_eq!(log_hash(&cb, "").await, ha);
+    assert_eq!(one_i64(&cb, "SELECT count(*) FROM videos").await, 5_000);
+
+    a.drop_db().await;
+    b.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profile_rates_bounds_and_indexes() {
+    let db = TestDb::new().await.expect("test db");
+    let s = gen(
+        &db,
+        &["--rows", "200000", "--videos", "5000", "--days", "7"],
+    )
+    .await;
+    assert_eq!((s.rows, s.days), (200_000, 7));
+    assert_eq!(
+        (s.first_day.as_str(), s.last_day.as_str()),
+        ("2024-07-01", "2024-07-07")
+    );
+    let c = db.connect().await.unwrap();
+
+    let [total, invalid, self_play, replay, at30] = classes(&c).await;
+    assert_eq!(total, 200_000);
+    assert_near("invalid", invalid, total, 0.001, 0.35);
+    assert_near("self_play", self_play, total, 0.005, 0.2);
+    assert_near("rapid_replay", replay, total, 0.02, 0.1);
+    assert!(at30 > 100, "only {at30} restarts exactly 30 s later");
+    // All three kinds of invalid rows occur.
+    let unknown = one_i64(
+        &c,
+        "SELECT count(*) FROM viewing_log l WHERE NOT EXISTS (SELECT 1 FROM videos v WHERE v.video_id = l.video_id)",
+    )
+    .await;
+    let backwards = one_i64(
+        &c,
+        "SELECT count(*) FROM viewing_log WHERE end_position < start_position",
+    )
+    .await;
+    assert!(
+        unknown > 20 && backwards > 20,
+        "unknown {unknown}, backwards {backwards}"
+    );
+    // Equal-timestamp replays and resumes on a 5-minute mark occur.
+    let ties = one_i64(
+        &c,
+        "SELECT count(*) FROM (SELECT 1 FROM viewing_log GROUP BY user_id, video_id, started_at HAVING count(*) > 1) s",
+    )
+    .await;
+    let marks = one_i64(
+        &c,
+        "SELECT count(*) FROM viewing_log WHERE start_position > 0 AND start_position % 300 = 0",
+    )
+    .await;
+    assert!(
+        ties > 100 && marks > 100,
+        "ties {ties}, resumes on a mark {marks}"
+    );
+
+    // Every play starts inside the window, in Seoul time.
+    let outside = one_i64(
+        &c,
+        "SELECT count(*) FROM viewing_log
+         WHERE started_at < '2024-07-01 00:00+09' OR started_at >= '2024-07-08 00:00+09'",
+    )
+    .await;
+    assert_eq!(outside, 0);
+    // The evening is busier than the small hours.
+    let evening = one_i64(&c, "SELECT count(*) FROM viewing_log WHERE extract(hour FROM started_at AT TIME ZONE 'Asia/Seoul') = 21").await;
+    let night = one_i64(&c, "SELECT count(*) FROM viewing_log WHERE extract(hour FROM started_at AT TIME ZONE 'Asia/Seoul') = 4").await;
+    assert!(evening > 5 * night, "21h {evening} vs 4h {night}");
+
+    // Ids follow stop times: disorder exists but stays within the bound.
+    let disorder = max_disorder_secs(&c).await;
+    assert!(disorder > 0, "ids are exactly in started_at order");
+    assert!(
+        disorder <= MAX_WALL_SECS as i64 && disorder <= 3 * 3600,
+        "disorder {disorder} s"
+    );
+
+    // The rebuilt indexes are the migration's.
+    let defs: Vec<String> = c
+        .query(
+            "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i
+             WHERE i.indrelid = 'viewing_log'::regclass ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        defs,
+        [
+            "CREATE INDEX viewing_log_started_at_brin ON public.viewing_log USING brin (started_at) WITH (pages_per_range='32')",
+            "CREATE UNIQUE INDEX viewing_log_pkey ON public.viewing_log USING btree (id)",
+        ]
+    );
+    let pk = one_str(
+        &c,
+        "SELECT conname::text FROM pg_constraint WHERE conrelid = 'viewing_log'::regclass AND contype = 'p'",
+    )
+    .await;
+    assert_eq!(pk, "viewing_log_pkey");
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_adds_the_next_day_only() {
+    let db = TestDb::new().await.expect("test db");
+    gen(&db, &["--rows", "90000", "--videos", "3000", "--days", "3"]).await;
+    let c = db.connect().await.unwrap();
+    let old_max = one_i64(&c, "SELECT max(id) FROM viewing_log").await;
+    assert_eq!(old_max, 90_000);
+    let old_hash = log_hash(&c, "").await;
+    let old_videos = videos_hash(&c).await;
+
+    let s = gen(
+        &db,
+        &["--append", "--days", "1", "--rows", "20000", "--jobs", "1"],
+    )
+    .await;
+    assert_eq!(
+        (s.mode, s.rows, s.first_id, s.last_id),
+        ("append", 20_000, 90_001, 110_000)
+    );
+    assert_eq!(s.first_day, "2024-07-04");
+    assert_eq!(log_hash(&c, "WHERE id <= 90000").await, old_hash);
+    assert_eq!(videos_hash(&c).await, old_videos, "videos changed");
+    let misplaced = one_i64(
+        &c,
+        "SELECT count(*) FROM viewing_log
+         WHERE id > 90000 AND (started_at < '2024-07-04 00:00+09' OR started_at >= '2024-07-05 00:00+09')",
+    )
+    .await;
+    assert_eq!(misplaced, 0);
+    assert!(max_disorder_secs(&c).await <= MAX_WALL_SECS as i64);
+
+    // Without --rows an append adds the existing average per day.
+    let s = gen(&db, &["--append", "--days", "2"]).await;
+    assert_eq!(s.first_day, "2024-07-05");
+    assert_eq!(s.rows, 110_000 * 2 / 4);
+    assert_eq!(
+        one_i64(&c, "SELECT count(*) FROM viewing_log").await,
+        165_000
+    );
+    assert_eq!(
+        one_i64(&c, "SELECT count(*) FROM viewing_log WHERE id > 110000 AND started_at < '2024-07-05 00:00+09'").await,
+        0
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_errors_say_what_to_do() {
+    let db = TestDb::new().await.expect("test db");
+    let args = DatagenArgs::from_flags(["--replay-rate", "0.5"]).unwrap();
+    let err = settle_datagen::run(&args, db.config()).await.unwrap_err();
+    assert!(err.to_string().contains("--replay-rate"), "{err}");
+    db.drop_db().await;
+}
+
+fn percentile(sorted: &[i64], p: usize) -> i64 {
+    sorted[(sorted.len() - 1) * p / 100]
+}
+
+/// Prints the data profile at ~2M rows (not a check).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn profile_report() {
+    let db = TestDb::new().await.expect("test db");
+    let rows: u64 = std::env::var("SETTLE_DATAGEN_ROWS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2_000_000);
+    let s = gen(&db, &["--rows", &rows.to_string()]).await;
+    println!("{s}");
+    let c = db.connect().await.unwrap();
+    let mut views: Vec<i64> = c
+        .query("SELECT count(*) FROM viewing_log GROUP BY video_id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    views.sort_unstable();
+    let with_plays = views.len();
+    println!(
+        "views per video (videos with plays: {with_plays}): median {} p90 {} p99 {} max {}",
+        percentile(&views, 50),
+        percentile(&views, 90),
+        percentile(&views, 99),
+        views.last().unwrap()
+    );
+    let [total, invalid, self_play, replay, at30] = classes(&c).await;
+    let pct = |n: i64| n as f64 * 100.0 / total as f64;
+    println!(
+        "rows {total}: invalid {invalid} ({:.3}%), self_play {self_play} ({:.3}%), rapid_replay {replay} ({:.3}%), restarts at exactly 30 s {at30}",
+        pct(invalid),
+        pct(self_play),
+        pct(replay)
+    );
+    println!(
+        "largest id-vs-started_at lag: {} s",
+        max_disorder_secs(&c).await
+    );
+    for row in c
+        .query(
+            "SELECT extract(hour FROM started_at AT TIME ZONE 'Asia/Seoul')::int AS h, count(*)
+             FROM viewing_log GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        let (h, n): (i32, i64) = (row.get(0), row.get(1));
+        print!("{h:02}h {n}  ");
+    }
+    println!();
+    let row = c
+        .query_one(
+            "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY duration_seconds),
+                    count(*) FILTER (WHERE duration_seconds < 300), max(duration_seconds)
+             FROM videos",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (med, short, max): (i32, i64, i32) = (row.get(0), row.get(1), row.get(2));
+    println!("video durations: median {med} s, under 5 min {short}, max {max} s");
+    let row = c
+        .query_one(
+            "SELECT count(*) FILTER (WHERE start_position > 0),
+                    count(*) FILTER (WHERE start_position > 0 AND start_position % 300 = 0),
+                    percentile_disc(0.5) WITHIN GROUP (ORDER BY end_position - start_position)
+             FROM viewing_log",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (resumes, marks, med_len): (i64, i64, i32) = (row.get(0), row.get(1), row.get(2));
+    println!("resumes {resumes} (on a 5-minute mark {marks}), median watched {med_len} s");
+    db.drop_db().await;
+}
+
+/// Times a full load (not a check): SETTLE_DATAGEN_ROWS rows (default 5M),
+/// SETTLE_DATAGEN_STREAMS COPY streams (default 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn speed() {
+    let db = TestDb::new().await.expect("test db");
+    let rows = std::env::var("SETTLE_DATAGEN_ROWS").unwrap_or_else(|_| "5000000".into());
+    let streams = std::env::var("SETTLE_DATAGEN_STREAMS").unwrap_or_else(|_| "1".into());
+    let s = gen(&db, &["--rows", &rows, "--copy-streams", &streams]).await;
+    println!("{s}");
+    println!("{}", serde_json::to_string(&s).unwrap());
+    db.drop_db().await;
+}
