@@ -204,6 +204,127 @@ fn bench_validate(c: &mut Criterion) {
     g.finish();
 }
 
+/// Realistic plays: time-ordered with a few hours of disorder, popular
+/// videos hot (a crude power law), some rapid replays.
+fn realistic_plays(n: usize) -> (settle::catalog::Catalog, Vec<settle::read::Play>) {
+    let mut r = Rng::new(7);
+    let videos: Vec<(i64, i64, i32)> = (1..=100_000)
+        .map(|v| (v, 1_000_000 + (v % 10_000), 300 + (v % 7000) as i32))
+        .collect();
+    let catalog = settle::catalog::Catalog::new(videos.clone());
+    let base = 773_161_200_000_000i64; // 2024-07-02 00:00 KST in PG microseconds
+    let mut plays = Vec::with_capacity(n);
+    for i in 0..n as i64 {
+        let video = 1 + (r.log_uniform(99_999) as i64);
+        let dur = videos[(video - 1) as usize].2;
+        let start = if r.below(4) == 0 {
+            300 * r.below(dur as u64 / 300 + 1) as i32
+        } else {
+            0
+        };
+        let start = start.min(dur);
+        let end = start + r.below((dur - start) as u64 + 1) as i32;
+        let lag = (r.log_uniform(7_200) as i64) * 1_000_000;
+        let user = 1 + r.below(1_000_000) as i64;
+        let ts = base + i * 27_000 - lag; // ~3.2M plays a day
+        plays.push(settle::read::Play {
+            id: i + 1,
+            user_id: user,
+            video_id: video,
+            started_at: ts,
+            start_position: start,
+            end_position: end,
+        });
+        if r.below(50) == 0 {
+            let mut again = *plays.last().expect("pushed");
+            again.id = i + 1_000_000_000;
+            again.started_at += r.below(40) as i64 * 1_000_000;
+            plays.push(again);
+        }
+    }
+    (catalog, plays)
+}
+
+fn encode_copy(rows: &[settle::read::Play]) -> Vec<u8> {
+    let mut b = b"PGCOPY\n\xff\r\n\0".to_vec();
+    b.extend_from_slice(&[0u8; 8]);
+    for p in rows {
+        b.extend_from_slice(&6i16.to_be_bytes());
+        for v in [p.id, p.user_id, p.video_id, p.started_at] {
+            b.extend_from_slice(&8i32.to_be_bytes());
+            b.extend_from_slice(&v.to_be_bytes());
+        }
+        for v in [p.start_position, p.end_position] {
+            b.extend_from_slice(&4i32.to_be_bytes());
+            b.extend_from_slice(&v.to_be_bytes());
+        }
+    }
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b
+}
+
+fn bench_decode(c: &mut Criterion) {
+    let (_, plays) = realistic_plays(N);
+    let bytes = encode_copy(&plays);
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Elements(plays.len() as u64));
+    // As the server sends it: one CopyData message per row.
+    g.bench_function("binary_copy_row_per_message", |b| {
+        let header = 19;
+        b.iter(|| {
+            let mut d = settle::read::Decoder::new();
+            let mut sum = 0i64;
+            d.feed(&bytes[..header], |_| {}).expect("header");
+            for chunk in bytes[header..].chunks(settle::read::ROW_BYTES) {
+                d.feed(chunk, |p| sum = sum.wrapping_add(p.video_id))
+                    .expect("row");
+            }
+            black_box(sum)
+        })
+    });
+    g.finish();
+}
+
+fn bench_aggregate(c: &mut Criterion) {
+    let (catalog, plays) = realistic_plays(1_000_000);
+    let mut g = c.benchmark_group("aggregate");
+    g.throughput(Throughput::Elements(plays.len() as u64));
+    g.sample_size(10);
+    // Validation, exclusions, the rapid_replay window and the per-day sums.
+    g.bench_function("push_realistic_3h_window", |b| {
+        b.iter(|| {
+            let mut a =
+                settle::aggregate::Aggregator::new(&catalog, Default::default(), 3 * 3_600_000_000);
+            for batch in plays.chunks(32) {
+                a.push_batch(batch);
+            }
+            black_box(a.finish(None).counts)
+        })
+    });
+    g.bench_function("push_realistic_10min_window", |b| {
+        b.iter(|| {
+            let mut a =
+                settle::aggregate::Aggregator::new(&catalog, Default::default(), 600_000_000);
+            for p in &plays {
+                a.push(p);
+            }
+            black_box(a.finish(None).counts)
+        })
+    });
+    // The rapid_replay bookkeeping alone: every play late, so only the
+    // validation and the hand-off to the exact path run.
+    g.bench_function("push_all_late_no_window", |b| {
+        b.iter(|| {
+            let mut a = settle::aggregate::Aggregator::new(&catalog, Default::default(), -1);
+            for p in &plays {
+                a.push(p);
+            }
+            black_box(a.finish(None).counts)
+        })
+    });
+    g.finish();
+}
+
 /// Short runs: the whole file finishes well under two minutes.
 fn config() -> Criterion {
     Criterion::default()
@@ -215,6 +336,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = kernels;
     config = config();
-    targets = bench_pricing, bench_ad_views, bench_top5, bench_calendar, bench_validate
+    targets = bench_pricing, bench_ad_views, bench_top5, bench_calendar, bench_validate, bench_decode, bench_aggregate
 }
 criterion_main!(kernels);

@@ -15,16 +15,12 @@
 //! exact path recomputes that same decision for the rows near seeds and
 //! applies the difference, so the final sums are exact.
 
-use std::collections::VecDeque;
-
-use rustc_hash::FxHashMap;
-use smallvec::SmallVec;
-
 use crate::catalog::{Catalog, NO_VIDEO};
 use crate::partition::{Partition, Scope};
 use crate::read::Play;
 use crate::rules::calendar::{seoul_day_pg, Day};
 use crate::rules::{ad_views, precedes_within_window, Reject, REPLAY_WINDOW_MICROS};
+use crate::window::{Rec, Window};
 
 /// Sums of counted plays of one video on one day.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -178,19 +174,6 @@ pub struct PartitionOutput {
     pub allowance: i64,
 }
 
-#[derive(Clone, Copy)]
-struct Rec {
-    started_at: i64,
-    id: i64,
-    watch: u32,
-    ads: u32,
-    day_slot: u16,
-    counted: bool,
-    counts: bool,
-}
-
-type Key = (i64, u32);
-
 /// One partition's pass. Feed rows with `push`, then `finish`.
 pub struct Aggregator<'a> {
     catalog: &'a Catalog,
@@ -199,8 +182,7 @@ pub struct Aggregator<'a> {
     counts: Counts,
     days: Vec<(Day, Vec<Cell>)>,
     last_day: Option<(Day, u16)>,
-    window: FxHashMap<Key, SmallVec<[Rec; 1]>>,
-    queue: VecDeque<(i64, Key)>,
+    window: Window,
     newest: i64,
     rejected: Vec<Rejected>,
     head: Vec<Seed>,
@@ -224,8 +206,7 @@ impl<'a> Aggregator<'a> {
             counts: Counts::default(),
             days: Vec::new(),
             last_day: None,
-            window: FxHashMap::default(),
-            queue: VecDeque::new(),
+            window: Window::new(),
             newest: i64::MIN,
             rejected: Vec::new(),
             head: Vec::new(),
@@ -256,6 +237,19 @@ impl<'a> Aggregator<'a> {
         };
         self.last_day = Some((day, slot));
         slot
+    }
+
+    /// Pushes a batch of rows, prefetching their window slots first.
+    pub fn push_batch(&mut self, plays: &[Play]) {
+        for p in plays {
+            let v = self.catalog.index(p.video_id);
+            if v != NO_VIDEO {
+                self.window.prefetch(p.user_id, v);
+            }
+        }
+        for p in plays {
+            self.push(p);
+        }
     }
 
     #[inline]
@@ -336,32 +330,29 @@ impl<'a> Aggregator<'a> {
         } else {
             u16::MAX
         };
-        let key = (p.user_id, vidx);
         let mut counted = true;
-        let recs = self.window.entry(key).or_default();
-        for r in recs.iter_mut() {
+        let days = &mut self.days;
+        let mut rec = Rec::new(p.user_id, vidx, ts, p.id);
+        self.window.insert_visiting(rec, |r| {
             if precedes_within_window(r.started_at, r.id, ts, p.id) {
                 counted = false;
             } else if r.counted && precedes_within_window(ts, p.id, r.started_at, r.id) {
                 r.counted = false;
                 if r.counts {
-                    self.days[r.day_slot as usize].1[v].sub(r.watch, r.ads);
+                    days[r.day_slot as usize].1[v].sub(r.watch, r.ads);
                 }
             }
-        }
-        recs.push(Rec {
-            started_at: ts,
-            id: p.id,
-            watch,
-            ads,
-            day_slot,
-            counted,
-            counts,
         });
+        // The record was appended before its outcome was known: fill it in.
+        rec.watch = watch;
+        rec.ads = ads;
+        rec.day_slot = day_slot;
+        rec.counted = counted;
+        rec.counts = counts;
+        self.window.set_newest(rec);
         if counted && counts {
             self.days[day_slot as usize].1[v].add(watch, ads);
         }
-        self.queue.push_back((ts, key));
         self.since_evict += 1;
         if self.since_evict >= 1024 {
             self.since_evict = 0;
@@ -375,18 +366,7 @@ impl<'a> Aggregator<'a> {
             .newest
             .saturating_sub(self.allowance)
             .saturating_sub(REPLAY_WINDOW_MICROS);
-        while let Some(&(ts, key)) = self.queue.front() {
-            if ts >= cutoff {
-                break;
-            }
-            self.queue.pop_front();
-            if let Some(recs) = self.window.get_mut(&key) {
-                recs.retain(|r| r.started_at >= cutoff);
-                if recs.is_empty() {
-                    self.window.remove(&key);
-                }
-            }
-        }
+        self.window.evict_before(cutoff);
     }
 
     pub fn finish(mut self, partition: Option<Partition>) -> PartitionOutput {

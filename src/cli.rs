@@ -79,6 +79,17 @@ pub enum Command {
         /// The execution id (see `settle history`).
         execution: i64,
     },
+    /// Measure the engine on the current data against the floor (server-side
+    /// COPY to /dev/null) and sql/reference/, and the nightly --date case;
+    /// writes a JSON record and a markdown table to results/. `settle bench
+    /// datagen` measures the generator against pgbench -i instead.
+    #[command(args_conflicts_with_subcommands = true)]
+    Bench {
+        #[command(subcommand)]
+        what: Option<BenchWhat>,
+        #[command(flatten)]
+        args: settle::bench::BenchArgs,
+    },
     /// List recent executions: id, parameters, status, duration, counts.
     History {
         /// How many executions to list.
@@ -151,14 +162,29 @@ pub struct RunArgs {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum BenchWhat {
+    /// Time `settle datagen` against `pgbench -i` on the same cluster, one
+    /// after the other, and record both in results/.
+    Datagen {
+        #[command(flatten)]
+        args: settle_datagen::BenchArgs,
+        /// Where to write the record.
+        #[arg(long, default_value = "results")]
+        results_dir: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum DbCommand {
     /// Say where the embedded cluster is and whether it is running.
     Status,
     /// Stop the embedded server now, even if another settle process uses it.
     Stop,
-    /// Print a connection URL for the embedded cluster (for psql: use
-    /// `psql "$(settle db url)"`). Starts the server and keeps it running
-    /// until `settle db stop`.
+    /// Start the embedded server and keep it running until `settle db stop`
+    /// (otherwise the last settle process using it stops it).
+    Start,
+    /// Print a connection URL for the embedded cluster, e.g. for
+    /// `psql "$(settle db url)"` while the server runs (see `settle db start`).
     Url,
 }
 
@@ -277,6 +303,28 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        Command::Bench { what, args } => {
+            let database = open(&cli.conn).await?;
+            {
+                let mut c = database.connect().await?;
+                db::migrate::migrate(&mut c).await?;
+            }
+            match what {
+                Some(BenchWhat::Datagen { args, results_dir }) => {
+                    let rec =
+                        settle_datagen::bench_vs_pgbench(&args, database.config(), &results_dir)
+                            .await?;
+                    println!("{}", serde_json::to_string_pretty(&rec)?);
+                }
+                None => {
+                    let url = settle::bench::url_for(&database, cli.conn.database_url.as_deref());
+                    let exe = std::env::current_exe().context("locating the settle binary")?;
+                    let rec = settle::bench::bench(&database, &url, &exe, &args).await?;
+                    print!("{}", settle::bench::markdown(&rec));
+                }
+            }
+            Ok(0)
+        }
         Command::History { limit, json } => {
             let database = open(&cli.conn).await?;
             let mut c = database.connect().await?;
@@ -340,12 +388,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                         println!("the embedded cluster at {} was not running", dir.display());
                     }
                 }
-                DbCommand::Url => {
-                    std::env::set_var("SETTLE_KEEP_PG", "1");
+                DbCommand::Start => {
+                    let cluster = db::embedded::Cluster::new(dir.clone())?;
+                    cluster.keep_running()?;
                     let database = Database::open(None, Some(dir.clone())).await?;
+                    drop(database);
+                    println!(
+                        "the embedded cluster at {} is running; stop it with `settle db stop`",
+                        dir.display()
+                    );
+                    println!("url: {}", cluster.url("settle"));
+                }
+                DbCommand::Url => {
                     let cluster = db::embedded::Cluster::new(dir)?;
                     println!("{}", cluster.url("settle"));
-                    drop(database);
                 }
             }
             Ok(0)

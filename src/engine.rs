@@ -17,7 +17,7 @@ use crate::jobs::{self, Begin, ExecutionCounts, Requested, Status};
 use crate::ledger;
 use crate::partition::{self, Partition, Scope};
 use crate::rank;
-use crate::read::copy_plays;
+use crate::read::{copy_plays, Play};
 use crate::replay::{self, Edges, ExactPathStats};
 use crate::rules::calendar::Day;
 use crate::rules::REPLAY_WINDOW_MICROS;
@@ -325,7 +325,23 @@ async fn execute(
 
     // The partition plan: a failed execution's own, or a new one.
     let mut kept: Vec<(PartitionOutput, i64)> = Vec::new();
-    let plan: Vec<Partition> = match exec.restart_of {
+    // Kept results hold only the rows of the range they were read for: if
+    // this run's effective range differs (another run settled later days
+    // meanwhile, so tiers now carry further), none of them can be reused.
+    let restart_of = match exec.restart_of {
+        Some(prev) if jobs::effective_range(repo, prev).await? != (first, last) => {
+            eprintln!(
+                "note: execution {prev} read other days than this run must ({}); reading every partition again",
+                match (first, last) {
+                    (Some(a), Some(b)) => format!("{a} to {b}"),
+                    _ => "all days".into(),
+                }
+            );
+            None
+        }
+        other => other,
+    };
+    let plan: Vec<Partition> = match restart_of {
         Some(prev) => {
             let prev_plan = jobs::previous_plan(repo, prev).await?;
             let mut plan = Vec::new();
@@ -436,13 +452,13 @@ async fn execute(
         tokio::select! {
             ev = rx.recv() => {
                 let Some(ev) = ev else { break };
-                match ev {
+                let recorded = match ev {
                     Event::Started { no, attempt } => {
-                        jobs::partition_running(repo, exec.id, no, attempt).await?;
+                        jobs::partition_running(repo, exec.id, no, attempt).await
                     }
                     Event::Done { out, seconds, attempt } => {
                         let p = out.partition.expect("range");
-                        jobs::partition_completed(repo, exec.id, &out, (seconds * 1000.0) as i64, attempt, None).await?;
+                        let r = jobs::partition_completed(repo, exec.id, &out, (seconds * 1000.0) as i64, attempt, None).await;
                         summary.partition_timings.push(PartitionTiming {
                             no: p.no,
                             rows: out.counts.rows_read,
@@ -451,16 +467,25 @@ async fn execute(
                             reused: false,
                         });
                         absorb(*out, &mut totals);
+                        r
                     }
                     Event::Failed { no, attempt, error } => {
-                        jobs::partition_failed(repo, exec.id, no, "FAILED", attempt, &error.to_string()).await?;
                         stop.store(true, Ordering::SeqCst);
+                        let r = jobs::partition_failed(repo, exec.id, no, "FAILED", attempt, &error.to_string()).await;
                         failure.get_or_insert(error);
+                        r
                     }
                     Event::Stopped { no } => {
-                        jobs::partition_failed(repo, exec.id, no, "STOPPED", 0, "stopped on request").await?;
                         stopped = true;
+                        jobs::partition_failed(repo, exec.id, no, "STOPPED", 0, "stopped on request").await
                     }
+                };
+                // The repository connection (and with it the run lock) is
+                // gone: stop the workers and fail, never returning while
+                // they still run.
+                if let Err(e) = recorded {
+                    stop.store(true, Ordering::SeqCst);
+                    failure.get_or_insert(e);
                 }
             }
             _ = ticker.tick() => {
@@ -833,15 +858,20 @@ async fn read_partition(
     let mut pending = 0u64;
     let rows = &ctx.rows;
     let stop = &ctx.stop;
+    let mut batch: Vec<Play> = Vec::with_capacity(BATCH);
     copy_plays(
         c,
         &query,
         |play| {
-            agg.push(play);
-            pending += 1;
-            if pending == 65_536 {
-                rows.fetch_add(pending, Ordering::Relaxed);
-                pending = 0;
+            batch.push(*play);
+            if batch.len() == BATCH {
+                agg.push_batch(&batch);
+                batch.clear();
+                pending += BATCH as u64;
+                if pending >= 65_536 {
+                    rows.fetch_add(pending, Ordering::Relaxed);
+                    pending = 0;
+                }
             }
         },
         || {
@@ -853,9 +883,13 @@ async fn read_partition(
         },
     )
     .await?;
-    rows.fetch_add(pending, Ordering::Relaxed);
+    agg.push_batch(&batch);
+    rows.fetch_add(pending + batch.len() as u64, Ordering::Relaxed);
     Ok(agg.finish(Some(*p)))
 }
+
+/// Rows decoded before the aggregator takes them, so it can prefetch.
+const BATCH: usize = 32;
 
 /// Errors worth another attempt: the connection or server went away for a
 /// while, or the server asked us to retry.

@@ -106,16 +106,24 @@ pub async fn abandon_dead(c: &Client) -> Result<Vec<i64>> {
 }
 
 /// The execution currently holding the run lock, for the refusal message.
+/// The holder records its execution just after taking the lock, so a run
+/// refused in that instant waits briefly for the record (0 if none comes).
 pub async fn lock_holder(c: &Client) -> Result<i64> {
-    let row = c
-        .query_opt(
-            "SELECT execution_id FROM job_execution WHERE status IN ('STARTING','RUNNING') \
-             ORDER BY execution_id DESC LIMIT 1",
-            &[],
-        )
-        .await
-        .db("finding the running execution")?;
-    Ok(row.map(|r| r.get(0)).unwrap_or(0))
+    for _ in 0..40 {
+        let row = c
+            .query_opt(
+                "SELECT execution_id FROM job_execution WHERE status IN ('STARTING','RUNNING') \
+                 ORDER BY execution_id DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .db("finding the running execution")?;
+        if let Some(r) = row {
+            return Ok(r.get(0));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(0)
 }
 
 /// Finds or creates the job instance and starts an execution of it.
@@ -210,6 +218,20 @@ pub async fn previous_plan(
         out.push((p, result));
     }
     Ok(out)
+}
+
+/// The effective day range an execution recorded when it started running
+/// (both `None` for `--all`, or when it never got that far).
+pub async fn effective_range(c: &Client, execution: i64) -> Result<(Option<Day>, Option<Day>)> {
+    let r = c
+        .query_one(
+            "SELECT day_from, day_to FROM job_execution WHERE execution_id = $1",
+            &[&execution],
+        )
+        .await
+        .db("reading the failed execution's range")?;
+    let day = |d: Option<chrono::NaiveDate>| d.map(Day::from_date);
+    Ok((day(r.get(0)), day(r.get(1))))
 }
 
 pub async fn set_running(

@@ -6,6 +6,7 @@
 //! the database.
 
 pub mod aggregate;
+pub mod bench;
 pub mod catalog;
 pub mod db;
 pub mod demo;
@@ -24,6 +25,7 @@ pub mod rules;
 pub mod settle;
 pub mod testkit;
 pub mod totals;
+pub mod window;
 pub mod write;
 
 pub use error::{Error, Result};

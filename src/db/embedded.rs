@@ -19,6 +19,8 @@ use crate::error::{Error, Result};
 
 /// Superuser role created by initdb; the embedded cluster trusts local sockets.
 pub const ROLE: &str = "settle";
+/// Present while `settle db start` asked for the server to stay up.
+const KEEP_FILE: &str = "keep-running";
 /// The port only names the socket file; nothing listens on TCP.
 pub const PORT: u16 = 5432;
 
@@ -356,8 +358,15 @@ impl Cluster {
         Ok(())
     }
 
+    /// Keep the server running after this process exits, until `stop_now`.
+    pub fn keep_running(&self) -> Result<()> {
+        fs::write(self.root.join(KEEP_FILE), b"settle db start\n")
+            .map_err(|e| self.err("kept running", e.to_string()))
+    }
+
     /// Stop the server now, whoever else uses it (for `settle db stop`).
     pub fn stop_now(&self) -> Result<bool> {
+        let _ = fs::remove_file(self.root.join(KEEP_FILE));
         if !self.is_running() {
             return Ok(false);
         }
@@ -383,7 +392,7 @@ impl Cluster {
         let Some(users) = self.users_lock.take() else {
             return;
         };
-        if std::env::var_os("SETTLE_KEEP_PG").is_some() {
+        if std::env::var_os("SETTLE_KEEP_PG").is_some() || self.root.join(KEEP_FILE).exists() {
             return;
         }
         let Ok(control) = self.lock_file("control.lock") else {

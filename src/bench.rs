@@ -1,0 +1,582 @@
+//! `settle bench`: end-to-end timings on the current data, every case on the
+//! same cluster in one invocation, reported as ratios against baselines
+//! measured in the same run (the machines are shared and noisy).
+//!
+//! - (a) the floor: server-side `COPY (SELECT <engine columns> ...) TO
+//!   '/dev/null'` over as many parallel ranges as workers (id and ctid
+//!   ranges; the faster counts);
+//! - (b) `settle run --all`, as a subprocess so its own peak RSS is measured;
+//! - (c) sql/reference/ on the same data;
+//! - (d) one `--date` run of a day after the days before it were settled,
+//!   the nightly case.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use futures_util::future::try_join_all;
+use hdrhistogram::Histogram;
+use tokio_postgres::Client;
+
+use crate::db::{self, Database};
+use crate::engine::RunSummary;
+use crate::error::{DbContext, Error, Result};
+use crate::partition::split;
+use crate::read::PLAY_COLUMNS;
+use crate::rules::Day;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// Runs of each case; medians are reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub runs: u32,
+    /// Runs of the reference SQL (slow on big data).
+    #[arg(long)]
+    pub reference_runs: Option<u32>,
+    /// Skip case (c), the reference SQL.
+    #[arg(long)]
+    pub skip_reference: bool,
+    /// Reader threads for the engine and parallel ranges for the floor
+    /// [default: number of cores].
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Partitions for the engine [default: the engine's own].
+    #[arg(long)]
+    pub partitions: Option<u32>,
+    /// The day for case (d) [default: the middle day of the data].
+    #[arg(long)]
+    pub date: Option<chrono::NaiveDate>,
+    /// Where to write the JSON record and the markdown table.
+    #[arg(long, default_value = "results")]
+    pub results_dir: PathBuf,
+    /// A label for the record's file name.
+    #[arg(long, default_value = "engine")]
+    pub label: String,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Stats {
+    pub runs_s: Vec<f64>,
+    pub median_s: f64,
+}
+
+impl Stats {
+    fn of(runs: Vec<f64>) -> Stats {
+        let mut sorted = runs.clone();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        let median_s = if sorted.is_empty() {
+            0.0
+        } else {
+            sorted[sorted.len() / 2]
+        };
+        Stats {
+            runs_s: runs,
+            median_s,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct BenchRecord {
+    pub label: String,
+    pub recorded_at: String,
+    pub machine: String,
+    pub rows: i64,
+    pub table_bytes: i64,
+    pub workers: usize,
+    pub floor_id_ranges: Stats,
+    pub floor_ctid_ranges: Stats,
+    pub floor_method: String,
+    pub floor: Stats,
+    pub engine_all: Stats,
+    pub reference: Option<Stats>,
+    pub date_setup_s: f64,
+    pub date_day: String,
+    pub engine_date: Stats,
+    pub date_rows_read: u64,
+    pub date_lookback_rows: u64,
+    pub ratio_run_over_floor: f64,
+    pub ratio_reference_over_run: Option<f64>,
+    pub ratio_date_over_all: f64,
+    pub engine_peak_rss_bytes: u64,
+    pub partitions: u32,
+    pub partition_seconds: Percentiles,
+    pub partition_rows_per_s: Percentiles,
+    pub exact_path_seeds: u64,
+    pub exact_path_late_rows: u64,
+    pub exact_path_reread_rows: u64,
+    pub max_disorder_s: f64,
+    pub engine_phases_last_run: crate::engine::Phases,
+    pub engine_ns_per_row: f64,
+}
+
+/// Runs the bench against `database` using the `settle` binary at `exe`.
+pub async fn bench(
+    database: &Database,
+    url: &str,
+    exe: &Path,
+    args: &BenchArgs,
+) -> Result<BenchRecord> {
+    let c = database.connect().await?;
+    let workers = args.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    let r = c
+        .query_one(
+            "SELECT count(*), pg_table_size('viewing_log'), min(id), max(id) FROM viewing_log",
+            &[],
+        )
+        .await
+        .db("sizing viewing_log")?;
+    let rows: i64 = r.get(0);
+    if rows == 0 {
+        return Err(Error::Refused(
+            "viewing_log is empty; fill it first, e.g. `settle datagen` (100M rows) or `settle datagen --rows 3000000`".into(),
+        ));
+    }
+    let mut rec = BenchRecord {
+        label: args.label.clone(),
+        recorded_at: chrono::Utc::now().to_rfc3339(),
+        machine: machine(),
+        rows,
+        table_bytes: r.get(1),
+        workers,
+        ..Default::default()
+    };
+    let (id_lo, id_hi): (i64, i64) = (r.get(2), r.get(3));
+    c.batch_execute("CHECKPOINT")
+        .await
+        .db("checkpointing before the bench")?;
+
+    // (a) the floor, both ways.
+    let mut id_runs = Vec::new();
+    let mut ctid_runs = Vec::new();
+    let id_queries: Vec<String> = split(id_lo, id_hi, workers as u32)
+        .iter()
+        .map(|p| {
+            format!(
+                "SELECT {PLAY_COLUMNS} FROM viewing_log WHERE id >= {} AND id <= {}",
+                p.id_lo, p.id_hi
+            )
+        })
+        .collect();
+    let pages: i64 = c
+        .query_one(
+            "SELECT (pg_relation_size('viewing_log') / current_setting('block_size')::int8)",
+            &[],
+        )
+        .await
+        .db("sizing viewing_log")?
+        .get(0);
+    let ctid_queries: Vec<String> = split(0, pages.max(1), workers as u32)
+        .iter()
+        .map(|p| {
+            format!(
+                "SELECT {PLAY_COLUMNS} FROM viewing_log WHERE ctid >= '({},0)'::tid AND ctid < '({},0)'::tid",
+                p.id_lo,
+                p.id_hi + 1
+            )
+        })
+        .collect();
+    for run in 0..args.runs {
+        eprintln!("bench: floor run {}/{}", run + 1, args.runs);
+        id_runs.push(floor(database, &id_queries).await?);
+        ctid_runs.push(floor(database, &ctid_queries).await?);
+    }
+    rec.floor_id_ranges = Stats::of(id_runs);
+    rec.floor_ctid_ranges = Stats::of(ctid_runs);
+    let (method, floor_stats) = if rec.floor_ctid_ranges.median_s < rec.floor_id_ranges.median_s {
+        ("ctid ranges", rec.floor_ctid_ranges.clone())
+    } else {
+        ("id ranges", rec.floor_id_ranges.clone())
+    };
+    rec.floor_method = format!("{workers} parallel {method}");
+    rec.floor = floor_stats;
+
+    // (b) the engine, --all.
+    let mut engine_runs = Vec::new();
+    let mut last: Option<RunSummary> = None;
+    let mut part_secs = Histogram::<u64>::new(3).expect("histogram");
+    let mut part_rate = Histogram::<u64>::new(3).expect("histogram");
+    for run in 0..args.runs {
+        eprintln!("bench: settle run --all {}/{}", run + 1, args.runs);
+        let mut cmd_args = vec![
+            "run".to_string(),
+            "--all".into(),
+            "--force".into(),
+            "--fresh".into(),
+            "--json".into(),
+        ];
+        cmd_args.extend(engine_flags(args, workers));
+        let (secs, s) = run_settle(exe, url, &cmd_args)?;
+        engine_runs.push(secs);
+        rec.engine_peak_rss_bytes = rec.engine_peak_rss_bytes.max(s.peak_rss_bytes);
+        for p in &s.partition_timings {
+            let _ = part_secs.record((p.seconds * 1000.0) as u64);
+            if p.seconds > 0.0 {
+                let _ = part_rate.record((p.rows as f64 / p.seconds) as u64);
+            }
+        }
+        last = Some(s);
+    }
+    rec.engine_all = Stats::of(engine_runs);
+    let last = last.expect("at least one run");
+    rec.partitions = last.partitions;
+    rec.exact_path_seeds = last.exact_path.seeds;
+    rec.exact_path_late_rows = last.exact_path.late_rows;
+    rec.exact_path_reread_rows = last.exact_path.reread_rows;
+    rec.max_disorder_s = last.max_disorder_s;
+    rec.engine_phases_last_run = last.phases.clone();
+    rec.partition_seconds = percentiles(&part_secs, 1000.0);
+    rec.partition_rows_per_s = percentiles(&part_rate, 1.0);
+    rec.engine_ns_per_row = rec.engine_all.median_s * 1e9 / rows as f64;
+
+    // (c) the reference.
+    if !args.skip_reference {
+        let n = args.reference_runs.unwrap_or(args.runs).max(1);
+        let mut runs = Vec::new();
+        for run in 0..n {
+            eprintln!("bench: sql/reference {}/{}", run + 1, n);
+            let t = Instant::now();
+            crate::reference::run(&c).await?;
+            runs.push(t.elapsed().as_secs_f64());
+        }
+        c.batch_execute("DROP SCHEMA IF EXISTS reference CASCADE")
+            .await
+            .db("dropping the reference's tables")?;
+        rec.reference = Some(Stats::of(runs));
+    }
+
+    // (d) the nightly case: days before D settled, then D alone.
+    let (first, last_day) = data_days(&c).await?;
+    let day = args
+        .date
+        .map(Day::from_date)
+        .unwrap_or(Day((first.0 + last_day.0) / 2));
+    rec.date_day = day.to_string();
+    c.batch_execute("TRUNCATE settlement_video, settlement_creator, top_videos, settled_day")
+        .await
+        .db("clearing results for the date case")?;
+    if day > first {
+        eprintln!(
+            "bench: settling {first} .. {} for the date case",
+            Day(day.0 - 1)
+        );
+        let mut a = vec![
+            "run".to_string(),
+            "--from".into(),
+            first.to_string(),
+            "--to".into(),
+            Day(day.0 - 1).to_string(),
+            "--force".into(),
+            "--fresh".into(),
+            "--json".into(),
+        ];
+        a.extend(engine_flags(args, workers));
+        rec.date_setup_s = run_settle(exe, url, &a)?.0;
+    }
+    let mut date_runs = Vec::new();
+    for run in 0..args.runs {
+        eprintln!("bench: settle run --date {day} {}/{}", run + 1, args.runs);
+        let a = vec![
+            "run".to_string(),
+            "--date".into(),
+            day.to_string(),
+            "--force".into(),
+            "--fresh".into(),
+            "--json".into(),
+        ];
+        let (secs, s) = run_settle(exe, url, &a)?;
+        rec.date_rows_read = s.rows_read;
+        rec.date_lookback_rows = s.lookback_rows;
+        date_runs.push(secs);
+    }
+    rec.engine_date = Stats::of(date_runs);
+
+    rec.ratio_run_over_floor = rec.engine_all.median_s / rec.floor.median_s;
+    rec.ratio_reference_over_run = rec
+        .reference
+        .as_ref()
+        .map(|r| r.median_s / rec.engine_all.median_s);
+    rec.ratio_date_over_all = rec.engine_date.median_s / rec.engine_all.median_s;
+    write_record(&rec, &args.results_dir)?;
+    Ok(rec)
+}
+
+fn engine_flags(args: &BenchArgs, workers: usize) -> Vec<String> {
+    let mut v = vec!["--workers".to_string(), workers.to_string()];
+    if let Some(p) = args.partitions {
+        v.push("--partitions".into());
+        v.push(p.to_string());
+    }
+    v
+}
+
+async fn data_days(c: &Client) -> Result<(Day, Day)> {
+    let r = c
+        .query_one(
+            "SELECT min(period_start), max(period_start) FROM settlement_video WHERE period_kind = 'day'",
+            &[],
+        )
+        .await
+        .db("finding the data's days")?;
+    let a: Option<chrono::NaiveDate> = r.get(0);
+    let b: Option<chrono::NaiveDate> = r.get(1);
+    match (a, b) {
+        (Some(a), Some(b)) => Ok((Day::from_date(a), Day::from_date(b))),
+        _ => Err(Error::Refused(
+            "the --all runs settled no day; is viewing_log all invalid?".into(),
+        )),
+    }
+}
+
+/// One floor run: all range queries at once, each on its own connection.
+async fn floor(database: &Database, queries: &[String]) -> Result<f64> {
+    let mut clients = Vec::new();
+    for _ in queries {
+        clients.push(database.connect().await?);
+    }
+    let t = Instant::now();
+    try_join_all(clients.iter().zip(queries).map(|(c, q)| async move {
+        c.batch_execute(&format!("COPY ({q}) TO '/dev/null' (FORMAT binary)"))
+            .await
+            .db("running the floor COPY (needs superuser or pg_write_server_files)")
+    }))
+    .await?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Runs the settle binary with `args`, returning wall seconds and its summary.
+fn run_settle(exe: &Path, url: &str, args: &[String]) -> Result<(f64, RunSummary)> {
+    let t = Instant::now();
+    let out = Command::new(exe)
+        .args(args)
+        .env("DATABASE_URL", url)
+        .output()
+        .map_err(|e| Error::io(format!("running {}", exe.display()), e))?;
+    let secs = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        return Err(Error::Refused(format!(
+            "`settle {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let summary = parse_summary(&out.stdout)?;
+    Ok((secs, summary))
+}
+
+fn parse_summary(stdout: &[u8]) -> Result<RunSummary> {
+    let v: serde_json::Value = serde_json::from_slice(stdout)
+        .map_err(|e| Error::Refused(format!("unreadable run summary: {e}")))?;
+    let mut s = RunSummary::default();
+    let num = |k: &str| v.get(k).and_then(|x| x.as_f64()).unwrap_or(0.0);
+    s.rows_read = num("rows_read") as u64;
+    s.lookback_rows = num("lookback_rows") as u64;
+    s.partitions = num("partitions") as u32;
+    s.peak_rss_bytes = num("peak_rss_bytes") as u64;
+    s.max_disorder_s = num("max_disorder_s");
+    if let Some(e) = v.get("exact_path") {
+        s.exact_path.seeds = e.get("seeds").and_then(|x| x.as_u64()).unwrap_or(0);
+        s.exact_path.late_rows = e.get("late_rows").and_then(|x| x.as_u64()).unwrap_or(0);
+        s.exact_path.reread_rows = e.get("reread_rows").and_then(|x| x.as_u64()).unwrap_or(0);
+    }
+    if let Some(p) = v.get("phases") {
+        let f = |k: &str| p.get(k).and_then(|x| x.as_f64()).unwrap_or(0.0);
+        s.phases = crate::engine::Phases {
+            plan_s: f("plan_s"),
+            read_aggregate_s: f("read_aggregate_s"),
+            exact_path_s: f("exact_path_s"),
+            settle_s: f("settle_s"),
+            write_s: f("write_s"),
+            publish_s: f("publish_s"),
+            total_s: f("total_s"),
+        };
+    }
+    if let Some(parts) = v.get("partition_timings").and_then(|x| x.as_array()) {
+        for p in parts {
+            s.partition_timings.push(crate::engine::PartitionTiming {
+                no: p.get("no").and_then(|x| x.as_u64()).unwrap_or(0) as u32,
+                rows: p.get("rows").and_then(|x| x.as_u64()).unwrap_or(0),
+                seconds: p.get("seconds").and_then(|x| x.as_f64()).unwrap_or(0.0),
+                attempts: p.get("attempts").and_then(|x| x.as_u64()).unwrap_or(0) as u32,
+                reused: p.get("reused").and_then(|x| x.as_bool()).unwrap_or(false),
+            });
+        }
+    }
+    Ok(s)
+}
+
+fn percentiles(h: &Histogram<u64>, scale: f64) -> Percentiles {
+    if h.is_empty() {
+        return Percentiles::default();
+    }
+    Percentiles {
+        p50: h.value_at_quantile(0.5) as f64 / scale,
+        p90: h.value_at_quantile(0.9) as f64 / scale,
+        p99: h.value_at_quantile(0.99) as f64 / scale,
+        max: h.max() as f64 / scale,
+    }
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                })
+        })
+        .unwrap_or(0);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    format!("{cores} cores, {} GiB, {cpu}", mem / 1024 / 1024)
+}
+
+fn write_record(rec: &BenchRecord, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let base = dir.join(format!("{}-{}rows-{stamp}", rec.label, rec.rows));
+    let json = serde_json::to_string_pretty(rec).expect("record serializes");
+    std::fs::write(base.with_extension("json"), json)
+        .map_err(|e| Error::io("writing the bench record", e))?;
+    std::fs::write(base.with_extension("md"), markdown(rec))
+        .map_err(|e| Error::io("writing the bench table", e))?;
+    eprintln!("bench: wrote {}.{{json,md}}", base.display());
+    Ok(())
+}
+
+pub fn markdown(r: &BenchRecord) -> String {
+    let fmt = |s: &Stats| {
+        format!(
+            "{:.2} s (runs: {})",
+            s.median_s,
+            s.runs_s
+                .iter()
+                .map(|x| format!("{x:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let mut o = format!(
+        "# settle bench: {}\n\nRecorded {} on {}. viewing_log: {} rows, {:.2} GB. Workers {}; engine partitions {}.\n\n\
+         | case | median | ratio |\n|---|---|---|\n",
+        r.label,
+        r.recorded_at,
+        r.machine,
+        crate::report::human_count(r.rows as u64),
+        r.table_bytes as f64 / 1e9,
+        r.workers,
+        r.partitions
+    );
+    o.push_str(&format!(
+        "| (a) floor, {} | {} | 1.00 |\n",
+        r.floor_method,
+        fmt(&r.floor)
+    ));
+    o.push_str(&format!(
+        "| (a') floor, the other method ({}) | {} | |\n",
+        if r.floor_method.contains("ctid") {
+            "id ranges"
+        } else {
+            "ctid ranges"
+        },
+        fmt(if r.floor_method.contains("ctid") {
+            &r.floor_id_ranges
+        } else {
+            &r.floor_ctid_ranges
+        })
+    ));
+    o.push_str(&format!(
+        "| (b) settle run --all | {} | run/floor = **{:.2}** |\n",
+        fmt(&r.engine_all),
+        r.ratio_run_over_floor
+    ));
+    if let (Some(s), Some(x)) = (&r.reference, r.ratio_reference_over_run) {
+        o.push_str(&format!(
+            "| (c) sql/reference | {} | reference/run = **{:.2}** |\n",
+            fmt(s),
+            x
+        ));
+    }
+    o.push_str(&format!(
+        "| (d) settle run --date {} (after settling the days before it in {:.1} s) | {} | date/all = **{:.3}** |\n\n",
+        r.date_day,
+        r.date_setup_s,
+        fmt(&r.engine_date),
+        r.ratio_date_over_all
+    ));
+    o.push_str(&format!(
+        "- engine: {:.1} ns per row end to end; peak RSS {}; last run's phases: read+aggregate {:.2} s, exact path {:.2} s, settle {:.2} s, write {:.2} s, publish {:.2} s\n",
+        r.engine_ns_per_row,
+        crate::report::mib(r.engine_peak_rss_bytes),
+        r.engine_phases_last_run.read_aggregate_s,
+        r.engine_phases_last_run.exact_path_s,
+        r.engine_phases_last_run.settle_s,
+        r.engine_phases_last_run.write_s,
+        r.engine_phases_last_run.publish_s
+    ));
+    o.push_str(&format!(
+        "- per-partition duration (s): p50 {:.2}, p90 {:.2}, p99 {:.2}, max {:.2}; throughput (rows/s): p50 {:.0}, p90 {:.0}, p99 {:.0}, max {:.0}\n",
+        r.partition_seconds.p50,
+        r.partition_seconds.p90,
+        r.partition_seconds.p99,
+        r.partition_seconds.max,
+        r.partition_rows_per_s.p50,
+        r.partition_rows_per_s.p90,
+        r.partition_rows_per_s.p99,
+        r.partition_rows_per_s.max
+    ));
+    o.push_str(&format!(
+        "- rapid_replay exact path: {} seeds ({} late rows), {} rows re-read; largest disorder seen {:.0} s\n",
+        r.exact_path_seeds, r.exact_path_late_rows, r.exact_path_reread_rows, r.max_disorder_s
+    ));
+    o.push_str(&format!(
+        "- date run read {} rows, of which {} look-back (the 30 s before the day)\n",
+        r.date_rows_read, r.date_lookback_rows
+    ));
+    o
+}
+
+/// The URL a subprocess should use for `database`.
+pub fn url_for(database: &Database, explicit: Option<&str>) -> String {
+    if let Some(u) = explicit {
+        return u.to_string();
+    }
+    let c = database.config();
+    let host = match c.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        None => "localhost".into(),
+    };
+    format!(
+        "postgresql://{}@/{}?host={host}&port={}",
+        c.get_user().unwrap_or(db::embedded::ROLE),
+        c.get_dbname().unwrap_or("settle"),
+        c.get_ports().first().copied().unwrap_or(db::embedded::PORT)
+    )
+}
