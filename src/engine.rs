@@ -566,9 +566,30 @@ async fn execute(
         let day_rows = settle::price_days(&totals, first, last, &catalog, &prior);
         drop(totals);
         let periods = settle::touched_periods(first, last);
+        // Only weeks and months partly outside the run need stored rows.
+        let partial: Vec<_> = periods
+            .iter()
+            .copied()
+            .filter(|p| {
+                // Stored rows exist only on settled days outside the run.
+                settled.is_some_and(|(lo, hi)| {
+                    (p.start < first && lo < first && hi >= p.start)
+                        || (p.last_day() > last && hi > last && lo <= p.last_day())
+                })
+            })
+            .collect();
+        let mut replaced_days = Vec::new();
+        for p in &partial {
+            let mut d = p.start.max(first);
+            while d <= p.last_day().min(last) {
+                replaced_days.push(d);
+                d = d.next();
+            }
+        }
         let (old_days, old_periods) =
-            ledger::stored_video_rows(&*repo, first, last, &periods).await?;
-        let mut video_rows = settle::roll_up(&day_rows, &old_days, &old_periods, &periods);
+            ledger::stored_video_rows(&*repo, &replaced_days, &partial).await?;
+        let mut video_rows =
+            settle::roll_up(&day_rows, &old_days, &old_periods, &periods, &partial);
         video_rows.extend(day_rows);
         let (creator_rows, unattributed) = settle::creators(&video_rows, &catalog);
         if unattributed > 0 {

@@ -62,6 +62,22 @@ fn execution(r: &tokio_postgres::Row) -> ExecutionRow {
     }
 }
 
+/// An execution still marked STARTING or RUNNING while no live run holds
+/// the run lock died with its process (e.g. `kill -9`): show it as the
+/// ABANDONED that the next `settle run` will record.
+async fn show_dead_as_abandoned(c: &Client, rows: &mut [ExecutionRow]) -> Result<()> {
+    let marked_live = |r: &ExecutionRow| r.status == "RUNNING" || r.status == "STARTING";
+    if rows.iter().any(marked_live) && !crate::jobs::run_lock_held(c).await? {
+        for r in rows.iter_mut().filter(|r| marked_live(r)) {
+            r.status = "ABANDONED".into();
+            r.error.get_or_insert_with(|| {
+                "the process running it died (no live run holds the lock); the next `settle run` records it ABANDONED (run the same days again to continue it)".into()
+            });
+        }
+    }
+    Ok(())
+}
+
 pub async fn recent(c: &Client, limit: i64) -> Result<Vec<ExecutionRow>> {
     let rows = c
         .query(
@@ -73,7 +89,9 @@ pub async fn recent(c: &Client, limit: i64) -> Result<Vec<ExecutionRow>> {
         )
         .await
         .db("reading the job history")?;
-    Ok(rows.iter().map(execution).collect())
+    let mut rows: Vec<ExecutionRow> = rows.iter().map(execution).collect();
+    show_dead_as_abandoned(c, &mut rows).await?;
+    Ok(rows)
 }
 
 pub fn render_history(rows: &[ExecutionRow]) -> String {
@@ -209,8 +227,11 @@ pub async fn status(c: &Client, exec: i64) -> Result<Status> {
             end_position: r.get(6),
         })
         .collect();
+    let mut shown = [execution(&row)];
+    show_dead_as_abandoned(c, &mut shown).await?;
+    let [shown] = shown;
     Ok(Status {
-        execution: execution(&row),
+        execution: shown,
         partitions,
         rejects_by_reason,
         reject_sample,

@@ -126,6 +126,22 @@ pub async fn lock_holder(c: &Client) -> Result<i64> {
     Ok(0)
 }
 
+/// Whether a live session holds `RUN_LOCK` in this database (read from
+/// `pg_locks`, without taking it). When it does not, every STARTING or
+/// RUNNING execution is dead; the next run records it ABANDONED.
+pub async fn run_lock_held(c: &Client) -> Result<bool> {
+    Ok(c
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND classid = ($1::int8 >> 32)::oid AND objid = ($1::int8 & 4294967295)::oid AND objsubid = 1)",
+            &[&RUN_LOCK],
+        )
+        .await
+        .db("looking for a live run")?
+        .get(0))
+}
+
 /// Finds or creates the job instance and starts an execution of it.
 /// `force` runs a COMPLETED instance again; a FAILED, STOPPED or ABANDONED
 /// last execution is continued (restart) unless `fresh`.

@@ -73,21 +73,24 @@ fn kind_of(s: &str) -> PeriodKind {
     }
 }
 
-/// Stored video rows of days `first..=last` and of the given weeks/months.
+/// Stored video rows of the given days and of the given weeks/months.
 pub async fn stored_video_rows(
     c: &impl GenericClient,
-    first: Day,
-    last: Day,
+    days: &[Day],
     periods: &[Period],
 ) -> Result<(PeriodRows, PeriodRows)> {
+    if days.is_empty() && periods.is_empty() {
+        return Ok((PeriodRows::new(), PeriodRows::new()));
+    }
+    let day_dates: Vec<chrono::NaiveDate> = days.iter().map(|d| d.date()).collect();
     let starts: Vec<chrono::NaiveDate> = periods.iter().map(|p| p.start.date()).collect();
     let kinds: Vec<&str> = periods.iter().map(|p| p.kind.as_str()).collect();
     let rows = c
         .query(
             "SELECT period_kind, period_start, video_id, views, watch_seconds, ad_views, video_amount, ad_amount, total_amount \
-             FROM settlement_video WHERE (period_kind = 'day' AND period_start BETWEEN $1 AND $2) \
-             OR (period_kind, period_start) IN (SELECT * FROM unnest($3::text[], $4::date[]))",
-            &[&first.date(), &last.date(), &kinds, &starts],
+             FROM settlement_video WHERE (period_kind = 'day' AND period_start = ANY($1)) \
+             OR (period_kind, period_start) IN (SELECT * FROM unnest($2::text[], $3::date[]))",
+            &[&day_dates, &kinds, &starts],
         )
         .await
         .db("reading stored rows of the run's periods")?;

@@ -125,23 +125,28 @@ pub fn touched_periods(first: Day, last: Day) -> Vec<Period> {
     out
 }
 
-/// Week and month rows: the stored rows, minus the stored day rows being
-/// replaced, plus the new day rows. Days of a period outside the run keep
-/// counting through the stored period row.
+/// Week and month rows. A period inside the run is the sum of its new day
+/// rows. A period with settled days outside the run (`partial`) is its
+/// stored row, minus the stored day rows being replaced, plus the new day
+/// rows: days outside the run keep counting through the stored period row.
 pub fn roll_up(
     new_days: &PeriodRows,
     old_days: &PeriodRows,
     old_periods: &PeriodRows,
     periods: &[Period],
+    partial: &[Period],
 ) -> PeriodRows {
     let mut out = PeriodRows::new();
     for &p in periods {
-        let mut rows = old_periods.get(&p).cloned().unwrap_or_default();
         let last = p.last_day();
-        for (day, day_rows) in old_days.range(day_range(p.start, last)) {
-            debug_assert_eq!(day.kind, PeriodKind::Day);
-            for (id, s) in day_rows {
-                rows.entry(*id).or_default().sub(s);
+        let mut rows = FxHashMap::default();
+        if partial.contains(&p) {
+            rows = old_periods.get(&p).cloned().unwrap_or_default();
+            for (day, day_rows) in old_days.range(day_range(p.start, last)) {
+                debug_assert_eq!(day.kind, PeriodKind::Day);
+                for (id, s) in day_rows {
+                    rows.entry(*id).or_default().sub(s);
+                }
             }
         }
         for (_, day_rows) in new_days.range(day_range(p.start, last)) {

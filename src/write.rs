@@ -73,6 +73,13 @@ impl CopyBuf {
 }
 
 async fn copy_in(tx: &Transaction<'_>, sql: &str, chunks: Vec<Bytes>) -> Result<u64> {
+    let t = std::time::Instant::now();
+    let n = copy_in_inner(tx, sql, chunks).await?;
+    tracing::debug!(sql, rows = n, secs = t.elapsed().as_secs_f64(), "copied");
+    Ok(n)
+}
+
+async fn copy_in_inner(tx: &Transaction<'_>, sql: &str, chunks: Vec<Bytes>) -> Result<u64> {
     let sink = tx
         .copy_in::<_, Bytes>(sql)
         .await
@@ -152,10 +159,16 @@ pub async fn publish(tx: &Transaction<'_>, p: &Publication<'_>) -> Result<WriteS
              OR (period_kind = 'week' AND period_start = ANY($3)) \
              OR (period_kind = 'month' AND period_start = ANY($4))"
         );
+        let t = std::time::Instant::now();
         stats.deleted_rows += tx
             .execute(&sql, &[&first, &last, &weeks, &months])
             .await
             .db(format!("replacing rows of {table}"))?;
+        tracing::debug!(
+            table,
+            secs = t.elapsed().as_secs_f64(),
+            "deleted replaced rows"
+        );
     }
     stats.video_rows = copy_in(
         tx,

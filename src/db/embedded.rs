@@ -360,6 +360,7 @@ impl Cluster {
 
     /// Keep the server running after this process exits, until `stop_now`.
     pub fn keep_running(&self) -> Result<()> {
+        self.prepare_root()?;
         fs::write(self.root.join(KEEP_FILE), b"settle db start\n")
             .map_err(|e| self.err("kept running", e.to_string()))
     }
