@@ -126,6 +126,21 @@ async fn same_seed_same_tables_whatever_jobs() {
     );
     gen(&b, &["--rows", "200000", "--videos", "5000", "--jobs", "3"]).await;
     assert_eq!(log_hash(&cb, "").await, ha);
+    // Parallel COPY streams (an alternative load design) load the same rows.
+    let s3 = gen(
+        &a,
+        &[
+            "--rows",
+            "200000",
+            "--videos",
+            "5000",
+            "--copy-streams",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(s3.copy_streams, 2);
+    assert_eq!(log_hash(&ca, "").await, ha);
     assert_eq!(one_i64(&cb, "SELECT count(*) FROM videos").await, 5_000);
 
     a.drop_db().await;
@@ -371,16 +386,125 @@ async fn profile_report() {
     db.drop_db().await;
 }
 
+/// CPU seconds (user + system) of a process from /proc; with `children`,
+/// also of its reaped children.
+fn proc_cpu(pid: u32, children: bool) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let f: Vec<f64> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // Fields 14-17 (1-based): utime, stime, cutime, cstime, in ticks.
+    let mut t = f[11] + f[12];
+    if children {
+        t += f[13] + f[14];
+    }
+    t / 100.0
+}
+
+/// CPU seconds used so far by the test cluster's server (all its processes,
+/// the exited ones through the postmaster's children times).
+fn server_cpu() -> f64 {
+    let pidfile = settle::testkit::test_cluster_dir().join("data/postmaster.pid");
+    let Some(pm) = std::fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+    else {
+        return 0.0;
+    };
+    let mut total = proc_cpu(pm, true);
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 2..].split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pm) {
+            total += proc_cpu(pid, false);
+        }
+    }
+    total
+}
+
 /// Times a full load (not a check): SETTLE_DATAGEN_ROWS rows (default 5M),
-/// SETTLE_DATAGEN_STREAMS COPY streams (default 1).
+/// SETTLE_DATAGEN_STREAMS COPY streams (default 1). Prints, every second,
+/// the CPU the server and this process used, to tell their shares apart on
+/// a busy machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn speed() {
     let db = TestDb::new().await.expect("test db");
     let rows = std::env::var("SETTLE_DATAGEN_ROWS").unwrap_or_else(|_| "5000000".into());
     let streams = std::env::var("SETTLE_DATAGEN_STREAMS").unwrap_or_else(|_| "1".into());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let me = std::process::id();
+            let (s0, m0) = (server_cpu(), proc_cpu(me, false));
+            let (mut s1, mut m1) = (s0, m0);
+            let mut t = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                t += 1;
+                let (s2, m2) = (server_cpu(), proc_cpu(me, false));
+                println!(
+                    "t={t:>3}s server {:>4.0}% datagen {:>4.0}%",
+                    (s2 - s1) * 100.0,
+                    (m2 - m1) * 100.0
+                );
+                (s1, m1) = (s2, m2);
+            }
+            (s1 - s0, m1 - m0)
+        })
+    };
     let s = gen(&db, &["--rows", &rows, "--copy-streams", &streams]).await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (server, me) = sampler.join().unwrap();
     println!("{s}");
+    println!("CPU seconds: server {server:.1}, datagen {me:.1}");
     println!("{}", serde_json::to_string(&s).unwrap());
+    if std::env::var_os("SETTLE_DATAGEN_KEEP_DB").is_some() {
+        println!("kept database {}", db.name);
+        return;
+    }
+    db.drop_db().await;
+}
+
+/// `bench_vs_pgbench` at a small size (not a check; writes into a temporary
+/// directory): SETTLE_DATAGEN_ROWS rows (default 2M) against the same number
+/// of pgbench rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_small() {
+    let db = TestDb::new().await.expect("test db");
+    let rows = std::env::var("SETTLE_DATAGEN_ROWS").unwrap_or_else(|_| "2000000".into());
+    let dir = std::env::temp_dir().join(format!("settle-datagen-bench-{}", std::process::id()));
+    #[derive(clap::Parser)]
+    struct W {
+        #[command(flatten)]
+        b: settle_datagen::BenchArgs,
+    }
+    let args = <W as clap::Parser>::parse_from(["bench", "--rows", &rows]).b;
+    let record = settle_datagen::bench_vs_pgbench(&args, db.config(), &dir)
+        .await
+        .expect("bench runs");
+    println!("{}", std::fs::read_to_string(&record.md_path).unwrap());
+    let c = db.connect().await.unwrap();
+    assert_eq!(
+        one_i64(
+            &c,
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'pgbench%'"
+        )
+        .await,
+        0,
+        "pgbench's tables were left behind"
+    );
+    std::fs::remove_dir_all(&dir).ok();
     db.drop_db().await;
 }

@@ -102,10 +102,12 @@ fn default_jobs() -> usize {
 ///   seconds.
 ///
 /// * Creators' own plays (user_id = uploader, --self-play-rate), rapid
-///   replays (the same viewer restarts the same video at the same second, 30
-///   s later or 1-29 s later, sometimes twice; --replay-rate) and invalid
-///   rows (--invalid-rate, split evenly among an unknown video_id, an end
-///   position before the start and an end position past the duration).
+///   replays (the same viewer restarts the same video at the very same
+///   second or 1-29 s later, sometimes twice; --replay-rate), near misses
+///   restarted exactly 30 s later (about a fifth as many as the replays),
+///   and invalid rows (--invalid-rate, split evenly among an unknown
+///   video_id, an end position before the start and an end position past
+///   the duration).
 ///
 /// * Ids are assigned as a service writing each play when it stops would:
 ///   id order is stop-time order, close to but not exactly started_at order.
@@ -164,8 +166,8 @@ pub struct DatagenArgs {
     #[arg(long, value_name = "FRACTION", default_value_t = 0.005)]
     pub self_play_rate: f64,
 
-    /// Share of plays that are rapid replays of the same viewer's play of the
-    /// same video at most 30 s earlier (excluded as rapid_replay).
+    /// Share of plays that are rapid replays: the same viewer played the same
+    /// video less than 30 s earlier (excluded as rapid_replay).
     #[arg(long, value_name = "FRACTION", default_value_t = 0.02)]
     pub replay_rate: f64,
 
@@ -289,7 +291,7 @@ fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -354,6 +356,18 @@ mod tests {
         assert!(a.validate().is_ok());
         let b = DatagenArgs::from_flags(["--rows", "5", "--append", "--days", "1"]).unwrap();
         assert_eq!((b.rows, b.append, b.days), (Some(5), true, 1));
+    }
+
+    #[test]
+    fn help_describes_the_data() {
+        use clap::CommandFactory;
+        let help = Wrapper::command().render_long_help().to_string();
+        for phrase in ["Zipf", "21:00", "multiple of 300", "2.5 hours", "--append"] {
+            assert!(help.contains(phrase), "--help lacks {phrase:?}:\n{help}");
+        }
+        if std::env::var_os("SHOW_HELP").is_some() {
+            println!("{help}");
+        }
     }
 
     #[test]
