@@ -439,7 +439,11 @@ async fn build_indexes(pg: &Config, pkey: bool, brin: bool) -> Result<(), Error>
     let pkey_job = async {
         if pkey {
             let c = connect(pg).await?;
-            let workers = if brin && std::env::var_os("DG_PAR").is_none() { "0" } else { "DEFAULT" };
+            let workers = if brin && std::env::var_os("DG_PAR").is_none() {
+                "0"
+            } else {
+                "DEFAULT"
+            };
             c.batch_execute(&format!("SET max_parallel_maintenance_workers = {workers}"))
                 .await
                 .map_err(Error::db("preparing the primary key build"))?;
