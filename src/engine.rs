@@ -164,14 +164,30 @@ pub async fn run(database: &Database, opts: &RunOptions, stop: Arc<AtomicBool>) 
         let holder = jobs::lock_holder(&repo).await?;
         return Err(Error::Locked { holder });
     }
-    let abandoned = jobs::abandon_dead(&repo).await?;
+    let outcome = run_locked(database, &mut repo, opts, stop).await;
+    // Release the lock now: a dropped connection's backend may linger a
+    // moment, and the next run must not find the lock still held.
+    let _ = repo
+        .execute("SELECT pg_advisory_unlock($1)", &[&jobs::RUN_LOCK])
+        .await;
+    outcome
+}
+
+/// The part of a run that holds the settlement lock.
+async fn run_locked(
+    database: &Database,
+    repo: &mut Client,
+    opts: &RunOptions,
+    stop: Arc<AtomicBool>,
+) -> Result<Outcome> {
+    let abandoned = jobs::abandon_dead(&*repo).await?;
     if !abandoned.is_empty() {
         tracing::warn!(?abandoned, "marked executions of dead processes ABANDONED");
         eprintln!(
             "note: marked execution(s) {abandoned:?} ABANDONED: their process died while running"
         );
     }
-    let exec = match jobs::begin(&repo, &opts.requested, opts.force, opts.fresh).await? {
+    let exec = match jobs::begin(&*repo, &opts.requested, opts.force, opts.fresh).await? {
         Begin::AlreadyCompleted { execution_id } => {
             return Ok(Outcome::AlreadyCompleted { execution_id })
         }
@@ -201,7 +217,7 @@ pub async fn run(database: &Database, opts: &RunOptions, stop: Arc<AtomicBool>) 
         })
     };
 
-    let result = execute(database, &mut repo, opts, &exec, &stop).await;
+    let result = execute(database, repo, opts, &exec, &stop).await;
     watcher.abort();
     match result {
         Ok(summary) => Ok(Outcome::Completed(Box::new(summary))),
@@ -212,23 +228,18 @@ pub async fn run(database: &Database, opts: &RunOptions, stop: Arc<AtomicBool>) 
                 Status::Failed
             };
             // The repository connection may be the thing that died.
-            let recorded = match jobs::finish_unpublished(
-                &repo,
-                exec.id,
-                status,
-                &e.to_string(),
-                None,
-            )
-            .await
-            {
-                Ok(()) => Ok(()),
-                Err(_) => match database.connect().await {
-                    Ok(c) => {
-                        jobs::finish_unpublished(&c, exec.id, status, &e.to_string(), None).await
-                    }
-                    Err(e2) => Err(e2),
-                },
-            };
+            let recorded =
+                match jobs::finish_unpublished(&*repo, exec.id, status, &e.to_string(), None).await
+                {
+                    Ok(()) => Ok(()),
+                    Err(_) => match database.connect().await {
+                        Ok(c) => {
+                            jobs::finish_unpublished(&c, exec.id, status, &e.to_string(), None)
+                                .await
+                        }
+                        Err(e2) => Err(e2),
+                    },
+                };
             if let Err(e2) = recorded {
                 tracing::error!(
                     "could not record the failure of execution {}: {e2}",
