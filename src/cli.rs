@@ -63,8 +63,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Fill videos and viewing_log with a realistic, deterministic load (see
-    /// `settle datagen --help` for what the data looks like).
+    /// Fill videos and viewing_log with a realistic, deterministic load.
+    // clap drops a flattened struct's doc comment, so the long help is named here.
+    #[command(about = settle_datagen::ABOUT, long_about = settle_datagen::LONG_ABOUT)]
     Datagen {
         #[command(flatten)]
         args: settle_datagen::DatagenArgs,

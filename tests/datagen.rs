@@ -295,6 +295,44 @@ async fn append_adds_the_next_day_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_load_leaves_the_tables_as_they_were() {
+    let db = TestDb::new().await.expect("test db");
+    gen(&db, &["--rows", "20000", "--videos", "1000"]).await;
+    let c = db.connect().await.unwrap();
+    let before = log_hash(&c, "").await;
+    // Rows from mid-July on violate this, so a COPY fails part-way, with the
+    // generator still running; an append of later days fails at once.
+    c.batch_execute(
+        "ALTER TABLE viewing_log ADD CONSTRAINT no_late CHECK (started_at < '2024-07-15') NOT VALID",
+    )
+    .await
+    .unwrap();
+    let fail = |flags: &'static [&'static str]| {
+        let config = db.config().clone();
+        async move {
+            let args = DatagenArgs::from_flags(flags).unwrap();
+            let err = tokio::time::timeout(
+                std::time::Duration::from_secs(60),
+                settle_datagen::run(&args, &config),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{flags:?}: a failed load hangs"))
+            .unwrap_err();
+            assert!(err.to_string().contains("no_late"), "{flags:?}: {err}");
+        }
+    };
+    fail(&["--rows", "300000", "--jobs", "2"]).await;
+    fail(&["--append", "--days", "3", "--rows", "30000"]).await;
+    assert_eq!(log_hash(&c, "").await, before);
+    let indexes = "SELECT count(*) FROM pg_index WHERE indrelid = 'viewing_log'::regclass";
+    assert_eq!(one_i64(&c, indexes).await, 2);
+    // Parallel streams commit the TRUNCATE first (documented): the failure
+    // must still end the run, not hang it.
+    fail(&["--rows", "300000", "--copy-streams", "2"]).await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_errors_say_what_to_do() {
     let db = TestDb::new().await.expect("test db");
     let args = DatagenArgs::from_flags(["--replay-rate", "0.5"]).unwrap();
@@ -432,7 +470,8 @@ fn server_cpu() -> f64 {
 }
 
 /// Times a full load (not a check): SETTLE_DATAGEN_ROWS rows (default 5M),
-/// SETTLE_DATAGEN_STREAMS COPY streams (default 1). Prints, every second,
+/// SETTLE_DATAGEN_STREAMS COPY streams (default 1), then, with
+/// SETTLE_DATAGEN_APPEND_DAYS, an append of that many days. Prints, every second,
 /// the CPU the server and this process used, to tell their shares apart on
 /// a busy machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -469,6 +508,16 @@ async fn speed() {
     println!("{s}");
     println!("CPU seconds: server {server:.1}, datagen {me:.1}");
     println!("{}", serde_json::to_string(&s).unwrap());
+    if let Ok(days) = std::env::var("SETTLE_DATAGEN_APPEND_DAYS") {
+        let (s0, m0) = (server_cpu(), proc_cpu(std::process::id(), false));
+        let a = gen(&db, &["--append", "--days", &days]).await;
+        println!("{a}");
+        println!(
+            "CPU seconds: server {:.1}, datagen {:.1}",
+            server_cpu() - s0,
+            proc_cpu(std::process::id(), false) - m0
+        );
+    }
     if std::env::var_os("SETTLE_DATAGEN_KEEP_DB").is_some() {
         println!("kept database {}", db.name);
         return;

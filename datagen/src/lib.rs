@@ -40,9 +40,12 @@ pub enum Error {
     #[error("the tables videos and viewing_log do not exist in {0}; run `settle migrate` first")]
     NotMigrated(String),
 
-    #[error("database error while {context}: {source}")]
+    #[error("database error while {context}: {detail}")]
     Db {
         context: String,
+        /// The server's message (tokio-postgres's own Display says only
+        /// "db error").
+        detail: String,
         #[source]
         source: tokio_postgres::Error,
     },
@@ -64,7 +67,34 @@ pub enum Error {
 impl Error {
     pub(crate) fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Error {
         let context = context.into();
-        move |source| Error::Db { context, source }
+        move |source| {
+            let detail = match source.as_db_error() {
+                Some(db) => {
+                    let mut d = db.message().to_string();
+                    if let Some(x) = db.detail() {
+                        d.push_str(&format!(" ({x})"));
+                    }
+                    if let Some(h) = db.hint() {
+                        d.push_str(&format!("; hint: {h}"));
+                    }
+                    d
+                }
+                None => {
+                    let mut d = source.to_string();
+                    let mut cause = std::error::Error::source(&source);
+                    while let Some(c) = cause {
+                        d.push_str(&format!(": {c}"));
+                        cause = c.source();
+                    }
+                    d
+                }
+            };
+            Error::Db {
+                context,
+                detail,
+                source,
+            }
+        }
     }
 
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -79,44 +109,53 @@ fn default_jobs() -> usize {
         .unwrap_or(2)
 }
 
-/// Fill `videos` and `viewing_log` with a realistic, deterministic month of
-/// plays (replacing what is there, or appending days with --append).
-///
-/// What the data looks like:
-///
-/// * Videos (--videos) have heavy-tailed popularity, Zipf with exponent 1: a
-///   few videos carry most plays. With the defaults (100M plays over 31
-///   days) the top videos cross the 100k, 500k and 1M price tiers within the
-///   month. Durations run from 15 s to 2 hours, skewed short (45% under 5
-///   minutes). Uploaders are creators (--creators), who are users too; a few
-///   big creators own many videos. Titles are made up; created_at is 1 to
-///   1000 days before the first day.
-///
-/// * Plays follow a Seoul daily rhythm: busiest around 21:00 KST, quietest
-///   around 04:00-05:00, and weekends are about 15% busier than weekdays.
-///   Every play starts within [--start 00:00 KST, last day 24:00 KST).
-///
-/// * A play is a short abandon (30%), a partial watch (35%) or a full watch
-///   (35%); 15% resume part-way (start_position > 0), a third of those
-///   exactly on a 5-minute mark (a multiple of 300 s). Positions are whole
-///   seconds.
-///
-/// * Creators' own plays (user_id = uploader, --self-play-rate), rapid
-///   replays (the same viewer restarts the same video at the very same
-///   second or 1-29 s later, sometimes twice; --replay-rate), near misses
-///   restarted exactly 30 s later (about a fifth as many as the replays),
-///   and invalid rows (--invalid-rate, split evenly among an unknown
-///   video_id, an end position before the start and an end position past
-///   the duration).
-///
-/// * Ids are assigned as a service writing each play when it stops would:
-///   id order is stop-time order, close to but not exactly started_at order.
-///   A lower id never started more than 2.5 hours after a higher id.
-///
-/// The same flags and --seed give byte-identical tables whatever --jobs is.
-/// A full load drops the primary key and BRIN index of viewing_log, loads
-/// with COPY FREEZE (no WAL on a wal_level=minimal cluster) and rebuilds
-/// them, then ANALYZEs.
+/// One line for `settle datagen` in the command list.
+pub const ABOUT: &str =
+    "Fill videos and viewing_log with a realistic, deterministic month of plays";
+
+/// The long `--help` text of `settle datagen`: what the data looks like.
+/// Clap ignores the doc comment of a flattened Args struct, so the command
+/// that flattens [`DatagenArgs`] should say
+/// `#[command(about = settle_datagen::ABOUT, long_about = settle_datagen::LONG_ABOUT)]`.
+pub const LONG_ABOUT: &str = "\
+Fill videos and viewing_log with a realistic, deterministic month of plays
+(replacing what is there, or appending days with --append).
+
+What the data looks like:
+
+* Videos (--videos) have heavy-tailed popularity, Zipf with exponent 1: a few
+  videos carry most plays. With the defaults (100M plays over 31 days) the
+  top videos cross the 100k, 500k and 1M price tiers within the month.
+  Durations run from 15 s to 2 hours, skewed short (45% under 5 minutes).
+  Uploaders are creators (--creators), who are users too; a few big creators
+  own many videos. Titles are made up; created_at is 1 to 1000 days before
+  the first day.
+
+* Plays follow a Seoul daily rhythm: busiest around 21:00 KST, quietest
+  around 04:00-05:00, and weekends are about 15% busier than weekdays. Every
+  play starts within [--start 00:00 KST, last day 24:00 KST).
+
+* A play is a short abandon (30%), a partial watch (35%) or a full watch
+  (35%); 15% resume part-way (start_position > 0), a third of those exactly
+  on a 5-minute mark (a multiple of 300 s). Positions are whole seconds.
+
+* Creators' own plays (user_id = uploader, --self-play-rate), rapid replays
+  (the same viewer restarts the same video at the very same second or 1-29 s
+  later, sometimes twice; --replay-rate), near misses restarted exactly 30 s
+  later (about a fifth as many as the replays), and invalid rows
+  (--invalid-rate, split evenly among an unknown video_id, an end position
+  before the start and an end position past the duration).
+
+* Ids are assigned as a service writing each play when it stops would: id
+  order is stop-time order, close to but not exactly started_at order. A
+  lower id never started more than 2.5 hours after a higher id.
+
+The same flags and --seed give byte-identical tables whatever --jobs is. A
+full load drops the primary key and BRIN index of viewing_log, loads with
+COPY FREEZE (no WAL on a wal_level=minimal cluster) and rebuilds them, then
+ANALYZEs.";
+
+/// The options of `settle datagen`; see [`LONG_ABOUT`] for the data.
 #[derive(clap::Args, Clone, Debug)]
 pub struct DatagenArgs {
     /// Plays (viewing_log rows) to generate [default: 100000000; with
@@ -175,14 +214,19 @@ pub struct DatagenArgs {
     #[arg(long, value_name = "FRACTION", default_value_t = 0.001)]
     pub invalid_rate: f64,
 
-    /// Parallel COPY streams for a full load. 1 (the default) loads in the
-    /// TRUNCATE's transaction with COPY FREEZE, which skips WAL and leaves
-    /// the table frozen; more streams cannot share that transaction.
+    /// Parallel COPY streams for a full load (an experiment, hidden from
+    /// --help). 1, the default, loads in the TRUNCATE's transaction with COPY
+    /// FREEZE: no WAL, rows written frozen and all-visible, and a failed load
+    /// leaves the old tables. More streams cannot share that transaction:
+    /// they commit the TRUNCATE first, write WAL, leave hint bits and the
+    /// visibility map to a later VACUUM, and were no faster here (see
+    /// results/datagen-design.md).
     #[arg(long, value_name = "N", default_value_t = 1, hide = true)]
     pub copy_streams: usize,
 }
 
 #[derive(clap::Parser)]
+#[command(about = ABOUT, long_about = LONG_ABOUT)]
 struct Wrapper {
     #[command(flatten)]
     args: DatagenArgs,
@@ -308,13 +352,16 @@ impl fmt::Display for Summary {
         };
         writeln!(
             f,
-            "{verb} {} plays over {} day(s) {}..={} (ids {}..={}), {} videos{}",
+            "{verb} {} plays over {} day(s) {}..={} ({}), {} videos{}",
             thousands(self.rows),
             self.days,
             self.first_day,
             self.last_day,
-            self.first_id,
-            self.last_id,
+            if self.rows == 0 {
+                "no ids".to_string()
+            } else {
+                format!("ids {}..={}", self.first_id, self.last_id)
+            },
             thousands(self.videos),
             if self.videos_written == 0 {
                 " (kept)"
