@@ -61,6 +61,19 @@ fn fingerprint(user_id: i64, vidx: u32) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Starts loading the cache line of `r`: a hint, never a fault.
+#[inline(always)]
+pub fn prefetch_ptr<T>(r: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint and `r` is a valid reference.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch(r as *const T as *const i8, _MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
+}
+
 impl Default for Window {
     fn default() -> Self {
         Window::new()
@@ -104,14 +117,15 @@ impl Window {
     pub fn prefetch(&self, user_id: i64, vidx: u32) {
         let fp = fingerprint(user_id, vidx);
         let slot = (fp as usize) & (self.index.len() - 1);
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: prefetching is a hint; the address is inside the index.
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch(self.index.as_ptr().add(slot) as *const i8, _MM_HINT_T0);
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = slot;
+        prefetch_ptr(&self.index[slot]);
+    }
+
+    /// Forgets every record but keeps the memory, so the next partition
+    /// does not fault in (and the kernel zero) a fresh ring and index.
+    pub fn clear(&mut self) {
+        self.tail = self.head;
+        self.index.fill(EMPTY);
+        self.used = 0;
     }
 
     /// Visits every live record of the key, newest first, then appends
