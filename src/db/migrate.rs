@@ -21,6 +21,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_job_repository.sql",
         sql: include_str!("../../sql/migrations/0002_job_repository.sql"),
     },
+    Migration {
+        name: "0003_partition_result_storage.sql",
+        sql: include_str!("../../sql/migrations/0003_partition_result_storage.sql"),
+    },
 ];
 
 /// Serialises concurrent `migrate` calls on one database.
