@@ -63,8 +63,8 @@ pub fn run_summary(s: &RunSummary) -> String {
     );
     let _ = writeln!(
         o,
-        "  partitions       {:>15}  ({} read, {} reused from a failed run), workers {}",
-        s.partitions, s.partitions_read, s.partitions_reused, s.workers
+        "  partitions       {:>15}  ({} read, {} reused from a failed run), workers {} x {} streams",
+        s.partitions, s.partitions_read, s.partitions_reused, s.workers, s.streams
     );
     let _ = writeln!(
         o,
@@ -90,10 +90,12 @@ pub fn run_summary(s: &RunSummary) -> String {
     );
     let _ = writeln!(
         o,
-        "  written          {:>15}  video rows, {} creator rows, {} top rows",
+        "  written          {:>15}  video rows, {} creator rows, {} top rows; {} stored rows deleted, {} already current",
         human_count(s.written.video_rows),
         human_count(s.written.creator_rows),
-        human_count(s.written.top_rows)
+        human_count(s.written.top_rows),
+        human_count(s.written.deleted_rows),
+        human_count(s.written.unchanged_rows)
     );
     o
 }

@@ -145,3 +145,55 @@ async fn videos_crossing_one_and_several_tiers_within_a_day() {
     assert_matches_reference(&c, "tier crossing, day by day").await;
     db.drop_db().await;
 }
+
+/// Publishing writes only the difference from what is stored: a rerun over
+/// unchanged data writes no rows, and after the log and the stored rows
+/// change (a corrupted row, a stray row, deleted and added plays) the rerun
+/// replaces exactly what differs and ends equal to the reference.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rerun_writes_only_what_changed() {
+    let db = TestDb::new().await.unwrap();
+    let c = db.connect().await.unwrap();
+    load_hard_data(&c, 0.51, 3000, Order::Logged).await;
+    let database = db.database().await.unwrap();
+    let first = run(&database, &opts(Requested::All, 4, 2)).await;
+    assert!(first.written.video_rows > 0 && first.written.unchanged_rows == 0);
+    let again = run(&database, &opts(Requested::All, 3, 2)).await;
+    assert_eq!(again.written.video_rows, 0, "unchanged data writes nothing");
+    assert_eq!(again.written.creator_rows, 0);
+    assert_eq!(
+        again.written.unchanged_rows,
+        first.written.video_rows + first.written.creator_rows
+    );
+    assert_matches_reference(&c, "rerun over unchanged data").await;
+
+    let (lo, hi) = data_days(&c).await;
+    let mid = Day((lo.0 + hi.0) / 2).to_string();
+    c.batch_execute(&format!(
+        "UPDATE settlement_video SET views = views + 1, total_amount = total_amount + 7
+           WHERE (period_kind, period_start, video_id) IN
+                 (SELECT period_kind, period_start, video_id FROM settlement_video
+                  WHERE period_kind = 'week' ORDER BY 1, 2, 3 LIMIT 1);
+         INSERT INTO settlement_creator VALUES ('day', '{mid}', 987654321, 1, 1, 0, 1, 0, 1);
+         DELETE FROM viewing_log WHERE id IN (SELECT id FROM viewing_log
+           WHERE (started_at AT TIME ZONE 'Asia/Seoul')::date = '{mid}' ORDER BY id LIMIT 50);
+         INSERT INTO viewing_log
+           SELECT 10000000 + g, 7000 + g, v.video_id,
+                  timestamptz '{mid} 12:00:00+09' + g * interval '1 minute', 0, 1
+           FROM generate_series(1, 20) g, (SELECT min(video_id) AS video_id FROM videos) v;"
+    ))
+    .await
+    .unwrap();
+    let third = run(&database, &opts(Requested::All, 5, 2)).await;
+    assert!(third.written.video_rows > 0, "changed rows are written");
+    // Top rows are always replaced; beyond them, at least the stray and the
+    // corrupted row go.
+    assert!(
+        third.written.deleted_rows >= third.written.top_rows + 2,
+        "the stray and the corrupted rows are replaced: {:?}",
+        third.written
+    );
+    assert!(third.written.unchanged_rows > 0, "the rest is left alone");
+    assert_matches_reference(&c, "rerun after the log and the stored rows changed").await;
+    db.drop_db().await;
+}
