@@ -127,12 +127,16 @@ pub struct RunArgs {
     /// Last Seoul day to settle, inclusive (with --from).
     #[arg(long, requires = "from")]
     pub to: Option<chrono::NaiveDate>,
-    /// Number of id-range partitions [default: about one per 8M rows, at least one per worker].
+    /// Number of id-range partitions [default: about one per 8M rows, a multiple of workers x streams].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub partitions: Option<u32>,
-    /// Reader threads, each with its own connection [default: number of cores].
+    /// Reader threads [default: number of cores].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub workers: Option<u32>,
+    /// COPY streams (connections) each reader thread interleaves, so the
+    /// thread aggregates one stream's rows while the server produces another's.
+    #[arg(long, default_value_t = settle::engine::DEFAULT_STREAMS as u32, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub streams: u32,
     /// Fail the run, publishing nothing, when more rows than this are rejected.
     #[arg(long)]
     pub max_rejects: Option<u64>,
@@ -439,6 +443,7 @@ async fn run(conn: &ConnArgs, args: RunArgs) -> anyhow::Result<i32> {
     if let Some(w) = args.workers {
         opts.workers = w as usize;
     }
+    opts.streams = args.streams as usize;
     opts.max_rejects = args.max_rejects;
     opts.force = args.force;
     opts.fresh = args.fresh;

@@ -66,10 +66,13 @@ pub fn partition_query(p: &Partition, scope: &Scope) -> String {
 /// small enough that a restart re-reads little and workers stay balanced.
 pub const TARGET_ROWS_PER_PARTITION: u64 = 8_000_000;
 
-/// The default partition count for about `rows` rows and `workers` workers.
-pub fn default_count(rows: u64, workers: usize) -> u32 {
-    let by_size = rows.div_ceil(TARGET_ROWS_PER_PARTITION);
-    by_size.max(workers as u64).clamp(1, 4096) as u32
+/// The default partition count for about `rows` rows read by `streams`
+/// concurrent streams: a multiple of the streams, so the last round of
+/// partitions keeps every stream busy.
+pub fn default_count(rows: u64, streams: usize) -> u32 {
+    let streams = streams.max(1) as u64;
+    let by_size = rows.div_ceil(TARGET_ROWS_PER_PARTITION).max(1);
+    (by_size.div_ceil(streams) * streams).clamp(1, 4096) as u32
 }
 
 /// Splits `[lo, hi]` into `n` contiguous, non-empty, covering ranges.
@@ -117,7 +120,9 @@ mod tests {
     #[test]
     fn default_count_scales_with_rows() {
         assert_eq!(default_count(1_000, 2), 2);
-        assert_eq!(default_count(100_000_000, 2), 13);
+        assert_eq!(default_count(100_000_000, 1), 13);
+        assert_eq!(default_count(100_000_000, 2), 14);
+        assert_eq!(default_count(100_000_000, 4), 16);
         assert_eq!(default_count(0, 4), 4);
     }
 

@@ -90,6 +90,9 @@ fn spawn_slow_run(
         &partitions,
         "--workers",
         "1",
+        // One stream, so "the worker's connection" is one connection.
+        "--streams",
+        "1",
         "--pause-after-partition-ms",
         &pause,
         "--json",
