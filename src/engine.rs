@@ -529,9 +529,11 @@ async fn execute(
         return Err(Error::Stopped);
     }
     summary.phases.read_aggregate_s = t_read.elapsed().as_secs_f64();
+    tracing::debug!(peak_rss_mib = peak_rss_bytes() >> 20, "after read");
 
     // Rejects are recorded whatever happens next, so they can be inspected.
     jobs::record_rejects(repo, exec.id, &rejected).await?;
+    drop(rejected);
     summary.rows_read = counts.rows_read;
     summary.lookback_rows = counts.lookback_rows;
     summary.rejected = RejectedCounts {
@@ -556,10 +558,12 @@ async fn execute(
     // The exact path, still inside the snapshot.
     let t_exact = Instant::now();
     summary.exact_path = replay::resolve(&snap, &mut edges, &catalog, &scope, &mut totals).await?;
+    drop(edges);
     snap.batch_execute("COMMIT")
         .await
         .db("closing the run's snapshot")?;
     summary.phases.exact_path_s = t_exact.elapsed().as_secs_f64();
+    tracing::debug!(peak_rss_mib = peak_rss_bytes() >> 20, "after exact path");
 
     // Settle and rank.
     let t_settle = Instant::now();
@@ -622,6 +626,7 @@ async fn execute(
         }
         let top = rank::rank(&video_rows);
         summary.phases.settle_s = t_settle.elapsed().as_secs_f64();
+        tracing::debug!(peak_rss_mib = peak_rss_bytes() >> 20, "after settle");
         if stop.load(Ordering::SeqCst) {
             return Err(Error::Stopped);
         }
@@ -634,17 +639,18 @@ async fn execute(
             .db("starting the publish transaction")?;
         written = write::publish(
             &tx,
-            &Publication {
+            Publication {
                 first,
                 last,
                 periods: &periods,
-                video: &video_rows,
-                creator: &creator_rows,
+                video: video_rows,
+                creator: creator_rows,
                 top: &top,
             },
         )
         .await?;
         summary.phases.write_s = t_write.elapsed().as_secs_f64();
+        tracing::debug!(peak_rss_mib = peak_rss_bytes() >> 20, "after write");
         let t_pub = Instant::now();
         ledger::mark_settled(&tx, first, last, exec.id).await?;
         finish_summary(&mut summary, written, t0);

@@ -4,7 +4,6 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use rustc_hash::{FxHashMap, FxHashSet};
 use tokio_postgres::binary_copy::BinaryCopyOutStream;
 use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
@@ -31,8 +30,9 @@ pub struct Publication<'a> {
     pub first: Day,
     pub last: Day,
     pub periods: &'a [Period],
-    pub video: &'a PeriodRows,
-    pub creator: &'a PeriodRows,
+    /// Taken, so that rows already stored can be dropped as they are found.
+    pub video: PeriodRows,
+    pub creator: PeriodRows,
     pub top: &'a [TopRow],
 }
 
@@ -119,7 +119,7 @@ async fn replace_sums(
     tx: &Transaction<'_>,
     t: &SumsTable,
     p: &Publication<'_>,
-    rows: &PeriodRows,
+    mut rows: PeriodRows,
     stats: &mut WriteStats,
 ) -> Result<u64> {
     let (first, last, weeks, months) = p.bounds();
@@ -150,11 +150,9 @@ async fn replace_sums(
     );
     futures_util::pin_mut!(stream);
 
-    // `same` holds, per period, the keys whose stored row already equals
-    // the new one.
+    // Rows already stored as they are leave `rows`: what stays is written.
     let mut doomed = CopyBuf::new();
     let mut doomed_rows = 0u64;
-    let mut same: FxHashMap<Period, FxHashSet<i64>> = FxHashMap::default();
     while let Some(row) = stream.next().await {
         let row = row.db(ctx.clone())?;
         let kind: &str = row.get(0);
@@ -183,14 +181,16 @@ async fn replace_sums(
         if !published {
             continue;
         }
-        let new = period
-            .and_then(|per| rows.get(&per))
-            .and_then(|m| m.get(&key));
-        match (period, new) {
-            (Some(per), Some(n)) if *n == stored => {
-                same.entry(per).or_default().insert(key);
-            }
-            _ => {
+        let current =
+            period
+                .and_then(|per| rows.get_mut(&per))
+                .is_some_and(|m| match m.get(&key) {
+                    Some(n) if *n == stored => m.remove(&key).is_some(),
+                    _ => false,
+                });
+        match current {
+            true => stats.unchanged_rows += 1,
+            false => {
                 doomed.row(3);
                 doomed.text(kind);
                 doomed.date(Day::from_date(start));
@@ -235,11 +235,8 @@ async fn replace_sums(
         .db(format!("starting {sql}"))?;
     futures_util::pin_mut!(sink);
     let mut b = CopyBuf::new();
-    let empty = FxHashSet::default();
-    for (per, by_id) in rows {
-        let keep = same.get(per).unwrap_or(&empty);
-        let mut ids: Vec<(&i64, &Sums)> =
-            by_id.iter().filter(|(id, _)| !keep.contains(id)).collect();
+    for (per, by_id) in &rows {
+        let mut ids: Vec<(&i64, &Sums)> = by_id.iter().collect();
         ids.sort_unstable_by_key(|(id, _)| **id);
         for (id, s) in ids {
             b.row(9);
@@ -263,7 +260,6 @@ async fn replace_sums(
     }
     sink.send(b.finish()).await.db(format!("writing {sql}"))?;
     let written = sink.finish().await.db(format!("finishing {sql}"))?;
-    stats.unchanged_rows += same.values().map(|s| s.len() as u64).sum::<u64>();
     Ok(written)
 }
 
@@ -309,12 +305,14 @@ impl Publication<'_> {
 
 /// Replaces the stored rows of the publication's periods with its rows.
 /// The caller commits (together with the job record).
-pub async fn publish(tx: &Transaction<'_>, p: &Publication<'_>) -> Result<WriteStats> {
+pub async fn publish(tx: &Transaction<'_>, mut p: Publication<'_>) -> Result<WriteStats> {
     let mut stats = WriteStats::default();
     let t = std::time::Instant::now();
-    stats.video_rows = replace_sums(tx, &VIDEO, p, p.video, &mut stats).await?;
+    let video = std::mem::take(&mut p.video);
+    stats.video_rows = replace_sums(tx, &VIDEO, &p, video, &mut stats).await?;
     tracing::debug!(secs = t.elapsed().as_secs_f64(), "wrote settlement_video");
-    stats.creator_rows = replace_sums(tx, &CREATOR, p, p.creator, &mut stats).await?;
+    let creator = std::mem::take(&mut p.creator);
+    stats.creator_rows = replace_sums(tx, &CREATOR, &p, creator, &mut stats).await?;
     let (first, last, weeks, months) = p.bounds();
     stats.deleted_rows += tx
         .execute(
