@@ -123,12 +123,14 @@ async fn replace_sums(
     stats: &mut WriteStats,
 ) -> Result<u64> {
     let (first, last, weeks, months) = p.bounds();
-    // One range condition keeps the server's scan cheap; rows of periods
-    // outside the publication are skipped here.
+    // Plain range conditions keep the server's scan cheap (a nightly run
+    // must not read back the month's other day rows); week and month rows of
+    // periods outside the publication are skipped here.
     let lo = weeks.iter().chain(&months).fold(first, |a, &b| a.min(b));
     let select = format!(
         "COPY (SELECT period_kind, period_start, {key}, views, watch_seconds, ad_views, video_amount, ad_amount, total_amount \
-         FROM {table} WHERE period_start BETWEEN '{lo}' AND '{last}') TO STDOUT (FORMAT binary)",
+         FROM {table} WHERE (period_kind = 'day' AND period_start BETWEEN '{first}' AND '{last}') \
+         OR (period_kind <> 'day' AND period_start BETWEEN '{lo}' AND '{last}')) TO STDOUT (FORMAT binary)",
         key = t.key,
         table = t.table,
     );
