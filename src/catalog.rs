@@ -27,8 +27,6 @@ const UNKNOWN: Meta = Meta {
 pub struct Catalog {
     /// video_id of each dense index.
     pub video_ids: Vec<i64>,
-    pub uploaders: Vec<i64>,
-    pub durations: Vec<i32>,
     lookup: Lookup,
 }
 
@@ -48,11 +46,9 @@ impl Catalog {
     pub fn new(mut rows: Vec<(i64, i64, i32)>) -> Catalog {
         rows.sort_unstable_by_key(|r| r.0);
         let video_ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
-        let uploaders: Vec<i64> = rows.iter().map(|r| r.1).collect();
-        let durations: Vec<i32> = rows.iter().map(|r| r.2).collect();
         let meta = |i: usize| Meta {
-            uploader: uploaders[i],
-            duration: durations[i],
+            uploader: rows[i].1,
+            duration: rows[i].2,
             vidx: i as u32,
         };
         let lookup = match (video_ids.first(), video_ids.last()) {
@@ -74,12 +70,7 @@ impl Catalog {
                 metas: (0..video_ids.len()).map(meta).collect(),
             },
         };
-        Catalog {
-            video_ids,
-            uploaders,
-            durations,
-            lookup,
-        }
+        Catalog { video_ids, lookup }
     }
 
     pub async fn load(client: &Client) -> Result<Catalog> {
@@ -153,11 +144,11 @@ mod tests {
         assert!(matches!(dense.lookup, Lookup::Dense { .. }));
         let sparse = Catalog::new(vec![(10, 1, 100), (i64::MAX, 2, 200), (-5, 3, 300)]);
         assert!(matches!(sparse.lookup, Lookup::Sparse { .. }));
-        assert_eq!(dense.durations[dense.index(12) as usize], 200);
+        assert_eq!(dense.meta(12).duration, 200);
         assert_eq!(dense.index(13), NO_VIDEO);
         assert_eq!(dense.index(9), NO_VIDEO);
         assert_eq!(dense.index(i64::MIN), NO_VIDEO);
-        assert_eq!(sparse.uploaders[sparse.index(i64::MAX) as usize], 2);
+        assert_eq!(sparse.meta(i64::MAX).uploader, 2);
         assert_eq!(sparse.index(11), NO_VIDEO);
         for c in [&dense, &sparse] {
             let m = c.meta(10);

@@ -65,14 +65,6 @@ fn sums(r: &tokio_postgres::Row, from: usize) -> Sums {
     }
 }
 
-fn kind_of(s: &str) -> PeriodKind {
-    match s {
-        "day" => PeriodKind::Day,
-        "week" => PeriodKind::Week,
-        _ => PeriodKind::Month,
-    }
-}
-
 /// Stored video rows of the given days and of the given weeks/months.
 pub async fn stored_video_rows(
     c: &impl GenericClient,
@@ -98,7 +90,7 @@ pub async fn stored_video_rows(
     let mut others = PeriodRows::new();
     for r in &rows {
         let p = Period {
-            kind: kind_of(r.get(0)),
+            kind: PeriodKind::parse(r.get(0)).unwrap_or(PeriodKind::Month),
             start: Day::from_date(r.get(1)),
         };
         let target = if p.kind == PeriodKind::Day {

@@ -140,13 +140,13 @@ fn play_from_row(r: &tokio_postgres::Row) -> Play {
 
 /// Valid, not self_play: the plays rapid_replay is about.
 fn is_candidate(catalog: &Catalog, p: &Play) -> Option<u32> {
-    let v = catalog.index(p.video_id);
-    if v == NO_VIDEO {
+    let m = catalog.meta(p.video_id);
+    if m.vidx == NO_VIDEO {
         return None;
     }
-    let d = catalog.durations[v as usize];
-    let ok = 0 <= p.start_position && p.start_position <= p.end_position && p.end_position <= d;
-    (ok && catalog.uploaders[v as usize] != p.user_id).then_some(v)
+    let ok =
+        0 <= p.start_position && p.start_position <= p.end_position && p.end_position <= m.duration;
+    (ok && m.uploader != p.user_id).then_some(m.vidx)
 }
 
 /// Resolves all seeds and applies the corrections to `totals`.

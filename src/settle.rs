@@ -185,15 +185,12 @@ pub fn creators(video_rows: &PeriodRows, catalog: &Catalog) -> (PeriodRows, u64)
     for (p, rows) in video_rows {
         let mut by_creator: FxHashMap<i64, Sums> = FxHashMap::default();
         for (video, s) in rows {
-            let v = catalog.index(*video);
-            if v == NO_VIDEO {
+            let m = catalog.meta(*video);
+            if m.vidx == NO_VIDEO {
                 unattributed += 1;
                 continue;
             }
-            by_creator
-                .entry(catalog.uploaders[v as usize])
-                .or_default()
-                .add(s);
+            by_creator.entry(m.uploader).or_default().add(s);
         }
         out.insert(*p, by_creator);
     }

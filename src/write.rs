@@ -105,10 +105,6 @@ const CREATOR: SumsTable = SumsTable {
     key: "creator_id",
 };
 
-fn kind_of(s: &str) -> Option<PeriodKind> {
-    PeriodKind::ALL.into_iter().find(|k| k.as_str() == s)
-}
-
 /// Makes the stored rows of the publication's periods equal `rows`, writing
 /// only the difference: stored rows that are gone or changed are deleted,
 /// new or changed rows are copied in. A rerun over unchanged data writes
@@ -168,7 +164,7 @@ async fn replace_sums(
             ad_amount: row.get(7),
             total_amount: row.get(8),
         };
-        let period = kind_of(kind).map(|kind| Period {
+        let period = PeriodKind::parse(kind).map(|kind| Period {
             kind,
             start: Day::from_date(start),
         });

@@ -81,6 +81,11 @@ impl PeriodKind {
             PeriodKind::Month => "month",
         }
     }
+
+    /// The kind named by `period_kind` in the result tables.
+    pub fn parse(s: &str) -> Option<PeriodKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
 }
 
 /// A settlement period: its kind and first day.
