@@ -219,8 +219,7 @@ pub struct DatagenArgs {
     /// FREEZE: no WAL, rows written frozen and all-visible, and a failed load
     /// leaves the old tables. More streams cannot share that transaction:
     /// they commit the TRUNCATE first, write WAL, leave hint bits and the
-    /// visibility map to a later VACUUM, and were no faster here (see
-    /// results/datagen-design.md).
+    /// visibility map to a later VACUUM, and were no faster here.
     #[arg(long, value_name = "N", default_value_t = 1, hide = true)]
     pub copy_streams: usize,
 }
