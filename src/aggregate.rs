@@ -175,12 +175,14 @@ pub struct PartitionOutput {
 }
 
 /// Memory one worker's passes reuse from partition to partition: the
-/// window and zeroed per-day cell tables. Fresh ones would be faulted in and
-/// zeroed by the kernel each time (15% of the client's CPU at 100M rows).
+/// window, zeroed per-day cell tables and the head buffer. Fresh ones would
+/// be faulted in and zeroed by the kernel each time (15% of the client's
+/// CPU at 100M rows).
 #[derive(Default)]
 pub struct Scratch {
     window: Window,
     spare: Vec<Vec<Cell>>,
+    head: Vec<Seed>,
 }
 
 /// Rows looked up together, so their cache misses overlap.
@@ -223,6 +225,7 @@ impl<'a> Aggregator<'a> {
         mut scratch: Scratch,
     ) -> Self {
         scratch.window.clear();
+        scratch.head.clear();
         Aggregator {
             catalog,
             scope,
@@ -233,7 +236,7 @@ impl<'a> Aggregator<'a> {
             window: scratch.window,
             newest: i64::MIN,
             rejected: Vec::new(),
-            head: Vec::new(),
+            head: scratch.head,
             late: Vec::new(),
             ts_lo: i64::MAX,
             ts_hi: i64::MIN,
@@ -435,10 +438,20 @@ impl<'a> Aggregator<'a> {
         } else {
             (None, None)
         };
-        if let Some(lo) = ts_lo {
-            let cut = lo.saturating_add(head_reach(self.allowance));
-            self.head.retain(|s| s.started_at <= cut);
-        }
+        // The retained head goes out in a vector of its own size; the buffer,
+        // which held the partition's first hours, stays for the next pass.
+        let head: Vec<Seed> = match ts_lo {
+            Some(lo) => {
+                let cut = lo.saturating_add(head_reach(self.allowance));
+                self.head
+                    .iter()
+                    .filter(|s| s.started_at <= cut)
+                    .copied()
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        self.head.clear();
         let video_ids = &self.catalog.video_ids;
         let spare = &mut self.spare;
         let mut days: Vec<(i32, Vec<(i64, Cell)>)> = self
@@ -461,7 +474,7 @@ impl<'a> Aggregator<'a> {
             counts: self.counts,
             days,
             rejected: self.rejected,
-            head: self.head,
+            head,
             late: self.late,
             ts_lo,
             ts_hi,
@@ -470,9 +483,17 @@ impl<'a> Aggregator<'a> {
             day_hi: (self.day_lo <= self.day_hi).then_some(self.day_hi),
             allowance: self.allowance,
         };
+        tracing::debug!(
+            ring = self.window.ring_len(),
+            index = self.window.index_len(),
+            live = self.window.len(),
+            rss_now_mib = crate::engine::rss_now_bytes() >> 20,
+            "partition window"
+        );
         let scratch = Scratch {
             window: self.window,
             spare: self.spare,
+            head: self.head,
         };
         (out, scratch)
     }

@@ -134,7 +134,9 @@ pub struct RunArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub workers: Option<u32>,
     /// COPY streams (connections) each reader thread interleaves, so the
-    /// thread aggregates one stream's rows while the server produces another's.
+    /// thread aggregates one stream's rows while the server produces
+    /// another's. Each stream holds its own replay window (~80 MB at 3M
+    /// plays a day): 2 reads ~5% faster for ~180 MB more.
     #[arg(long, default_value_t = settle::engine::DEFAULT_STREAMS as u32, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub streams: u32,
     /// Fail the run, publishing nothing, when more rows than this are rejected.

@@ -147,8 +147,18 @@ impl Decoder {
     }
 }
 
+/// A chunk smaller than this means the reader is ahead of the server, and
+/// would otherwise wake for every 8 kB the backend sends: a context switch
+/// per ~115 rows, which on these VMs cost a fifth of the reader's CPU.
+/// Napping instead lets a few dozen kB gather per wake-up. At 100M rows on 2
+/// cores, read+aggregate took 27.7-30.5 s with the nap and 31.3-33.0 s
+/// without (alternating runs). 0.5 ms at a backend's ~100 MB/s stays well
+/// below a socket's ~200 kB buffer, so the server is not made to wait.
+const NAP_BELOW: usize = 32 * 1024;
+const NAP: std::time::Duration = std::time::Duration::from_micros(500);
+
 /// Streams `COPY (query) TO STDOUT (FORMAT binary)` into `on_row`.
-/// `check` is polled every few thousand chunks so a stop request can abort.
+/// `check` is polled every 64k rows so a stop request can abort.
 pub async fn copy_plays(
     client: &Client,
     query: &str,
@@ -163,16 +173,20 @@ pub async fn copy_plays(
     pin_mut!(stream);
     let mut decoder = Decoder::new();
     let mut rows = 0u64;
-    let mut chunks = 0u32;
+    let mut checked = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk: Bytes = chunk.db("reading viewing_log")?;
         decoder.feed(&chunk, |p| {
             rows += 1;
             on_row(p)
         })?;
-        chunks = chunks.wrapping_add(1);
-        if chunks.is_multiple_of(4096) {
+        if rows - checked >= 65_536 {
+            checked = rows;
             check()?;
+        }
+        if chunk.len() < NAP_BELOW {
+            // Blocking on purpose: this runtime is the worker thread's own.
+            std::thread::sleep(NAP);
         }
     }
     decoder.finish()?;

@@ -149,6 +149,60 @@ fn is_candidate(catalog: &Catalog, p: &Play) -> Option<u32> {
     (ok && m.uploader != p.user_id).then_some(m.vidx)
 }
 
+/// Which of a partition's head rows are seeds, once the newest play of
+/// every partition below it is known.
+enum HeadUse {
+    /// None: nothing lies below (the first partition) or it has no plays.
+    None,
+    /// Disorder beyond the allowance: the retained head is too short, so
+    /// the edge up to this time is taken from the database instead.
+    Refetch(i64),
+    /// The head rows that started no later than this.
+    Upto(i64),
+}
+
+fn head_use(e: &Edges, newest_below: Option<i64>) -> HeadUse {
+    match (newest_below, e.ts_lo) {
+        (Some(h), Some(lo)) => {
+            let reach = h.saturating_add(REPLAY_WINDOW_MICROS);
+            if reach > lo.saturating_add(head_reach(e.allowance)) {
+                HeadUse::Refetch(reach)
+            } else {
+                HeadUse::Upto(reach)
+            }
+        }
+        _ => HeadUse::None,
+    }
+}
+
+/// Drops the head rows that cannot become seeds, for every finished
+/// partition whose lower partitions (by `id`, per `plan_lo`, the sorted
+/// `id_lo`s of the whole plan) have all finished. Heads hold a partition's
+/// first hours of plays, most of which cannot pair across partitions;
+/// keeping them all until the exact path grew the read's memory by a
+/// partition's head per partition. `resolve` then selects the same seeds.
+pub fn prune_heads(edges: &mut [Edges], plan_lo: &[i64]) {
+    edges.sort_by_key(|e| e.partition.id_lo);
+    let mut newest_below: Option<i64> = None;
+    for (next, &lo) in plan_lo.iter().enumerate() {
+        // Edges are unique per partition, so the prefix is complete while
+        // the next edge is the next partition of the plan.
+        let Some(e) = edges.get_mut(next).filter(|e| e.partition.id_lo == lo) else {
+            return;
+        };
+        match head_use(e, newest_below) {
+            HeadUse::Upto(reach) => {
+                e.head.retain(|s| s.started_at <= reach);
+                e.head.shrink_to_fit();
+            }
+            HeadUse::None | HeadUse::Refetch(_) => e.head = Vec::new(),
+        }
+        if let Some(hi) = e.ts_hi {
+            newest_below = Some(newest_below.map_or(hi, |h| h.max(hi)));
+        }
+    }
+}
+
 /// Resolves all seeds and applies the corrections to `totals`.
 pub async fn resolve(
     source: &impl PlaySource,
@@ -171,11 +225,9 @@ pub async fn resolve(
             late_ids.insert(s.id);
         }
         seeds.extend_from_slice(&e.late);
-        if let (Some(h), Some(lo)) = (newest_below, e.ts_lo) {
-            let reach = h.saturating_add(REPLAY_WINDOW_MICROS);
-            if reach > lo.saturating_add(head_reach(e.allowance)) {
-                // Disorder beyond the allowance: the retained head is too
-                // short, so take this partition's edge from the database.
+        match head_use(e, newest_below) {
+            HeadUse::None => {}
+            HeadUse::Refetch(reach) => {
                 stats.refetched_edges += 1;
                 for p in source.partition_edge(&e.partition, reach, scope).await? {
                     if is_candidate(catalog, &p).is_some() && !late_ids.contains(&p.id) {
@@ -187,7 +239,8 @@ pub async fn resolve(
                         });
                     }
                 }
-            } else {
+            }
+            HeadUse::Upto(reach) => {
                 seeds.extend(e.head.iter().filter(|s| s.started_at <= reach));
             }
         }
@@ -290,4 +343,148 @@ pub async fn resolve(
         }
     }
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    /// One `plays_near` call: keys, from, to.
+    type Asked = (Vec<(i64, i64)>, i64, i64);
+
+    /// Records what the exact path asks for and returns no plays.
+    #[derive(Default)]
+    struct Recorder {
+        asked: RefCell<Vec<Asked>>,
+        edges: RefCell<Vec<(u32, i64)>>,
+    }
+
+    impl PlaySource for Recorder {
+        async fn plays_near(
+            &self,
+            keys: &[(i64, i64)],
+            lo: i64,
+            hi: i64,
+            _scope: &Scope,
+        ) -> Result<Vec<Play>> {
+            self.asked.borrow_mut().push((keys.to_vec(), lo, hi));
+            Ok(Vec::new())
+        }
+
+        async fn partition_edge(
+            &self,
+            p: &Partition,
+            upto: i64,
+            _scope: &Scope,
+        ) -> Result<Vec<Play>> {
+            self.edges.borrow_mut().push((p.no, upto));
+            Ok(Vec::new())
+        }
+    }
+
+    fn lcg(x: &mut u64) -> u64 {
+        *x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *x >> 33
+    }
+
+    /// Partitions with random heads, time spans and disorder, some beyond
+    /// the allowance (refetched) and some empty.
+    fn random_edges(seed: u64) -> Vec<Edges> {
+        let mut x = seed;
+        let minute = 60 * 1_000_000i64;
+        let n = 1 + lcg(&mut x) as usize % 9;
+        let mut t = 0i64;
+        (0..n)
+            .map(|i| {
+                let allowance = (1 + lcg(&mut x) as i64 % 20) * minute;
+                let empty = lcg(&mut x).is_multiple_of(7);
+                // Whole half-minutes, so that plays fall exactly on the
+                // 30 s boundaries too.
+                let half = minute / 2;
+                let lo = t - (lcg(&mut x) as i64 % 60) * half;
+                let hi = lo + (lcg(&mut x) as i64 % 120) * half;
+                t = hi;
+                let reach = lo + head_reach(allowance);
+                let head = if empty {
+                    Vec::new()
+                } else {
+                    (0..lcg(&mut x) % 200)
+                        .map(|k| Seed {
+                            user_id: (lcg(&mut x) % 5) as i64,
+                            video_id: (lcg(&mut x) % 3) as i64,
+                            started_at: lo
+                                + (lcg(&mut x) as i64 % ((reach - lo) / half + 1)) * half,
+                            id: i as i64 * 1000 + k as i64,
+                        })
+                        .collect()
+                };
+                Edges {
+                    partition: Partition {
+                        no: i as u32,
+                        id_lo: i as i64 * 1000,
+                        id_hi: i as i64 * 1000 + 999,
+                    },
+                    ts_lo: (!empty).then_some(lo),
+                    ts_hi: (!empty).then_some(hi),
+                    head,
+                    late: Vec::new(),
+                    allowance,
+                }
+            })
+            .collect()
+    }
+
+    /// Pruning heads as partitions finish, in any order, leaves the exact
+    /// path with the same seeds, queries and refetches as keeping them all.
+    #[test]
+    fn pruning_heads_keeps_the_same_seeds() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let catalog = Catalog::new(vec![(0, -1, 100), (1, -1, 100), (2, -1, 100)]);
+        let scope = Scope::default();
+        let mut pruned_some = 0;
+        for seed in 1..300u64 {
+            let all = random_edges(seed);
+            let plan_lo: Vec<i64> = all.iter().map(|e| e.partition.id_lo).collect();
+            // Finish partitions in a shuffled order, pruning after each.
+            let mut order: Vec<usize> = (0..all.len()).collect();
+            let mut x = seed ^ 0x5eed;
+            for i in (1..order.len()).rev() {
+                order.swap(i, lcg(&mut x) as usize % (i + 1));
+            }
+            let mut pruned: Vec<Edges> = Vec::new();
+            for i in order {
+                pruned.push(all[i].clone());
+                prune_heads(&mut pruned, &plan_lo);
+            }
+            let before: usize = all.iter().map(|e| e.head.len()).sum();
+            let after: usize = pruned.iter().map(|e| e.head.len()).sum();
+            assert!(after <= before);
+            pruned_some += (after < before) as u32;
+
+            let run = |mut edges: Vec<Edges>| {
+                let src = Recorder::default();
+                let mut totals = Totals::new(&catalog);
+                let stats = rt
+                    .block_on(resolve(&src, &mut edges, &catalog, &scope, &mut totals))
+                    .expect("resolve");
+                (
+                    stats.seeds,
+                    stats.refetched_edges,
+                    src.asked.take(),
+                    src.edges.take(),
+                )
+            };
+            assert_eq!(run(all), run(pruned), "seed {seed}");
+        }
+        assert!(
+            pruned_some > 100,
+            "pruning removed rows in {pruned_some} cases"
+        );
+    }
 }

@@ -95,6 +95,14 @@ impl Window {
         (self.head - self.tail) as usize
     }
 
+    pub fn ring_len(&self) -> usize {
+        self.ring.len()
+    }
+
+    pub fn index_len(&self) -> usize {
+        self.index.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.head == self.tail
     }

@@ -1,5 +1,5 @@
 //! Differential tests: the engine against sql/reference/ on data built to be
-//! hard, for every partition and worker count, any physical row order, one
+//! hard, for every partition, worker and stream count, any physical row order, one
 //! run versus day by day, and after re-settling a middle day.
 
 mod common;
@@ -16,14 +16,17 @@ async fn all_configurations(order: Order, seed: f64) {
     settle::reference::run(&c).await.unwrap();
     let database = db.database().await.unwrap();
     for partitions in [1u32, 2, 7, 64] {
-        for workers in [1usize, 2, 4] {
+        // Workers, and COPY streams per worker (each stream a pass of its own).
+        for (workers, streams) in [(1usize, 1usize), (1, 2), (2, 1), (2, 2), (4, 1)] {
             reset_results(&c).await;
-            let s = run(&database, &opts(Requested::All, partitions, workers)).await;
+            let mut o = opts(Requested::All, partitions, workers);
+            o.streams = streams;
+            let s = run(&database, &o).await;
             assert!(s.counted > 0 && s.excluded.rapid_replay > 0 && s.rejected.bad_position > 0);
             let diff = settle::reference::compare(&c).await.unwrap();
             assert!(
                 diff.is_empty(),
-                "{order:?} partitions {partitions} workers {workers}: engine differs from reference:\n{diff}"
+                "{order:?} partitions {partitions} workers {workers} streams {streams}: engine differs from reference:\n{diff}"
             );
         }
     }

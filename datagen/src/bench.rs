@@ -18,7 +18,7 @@ pub const TARGET_RATIO: f64 = 0.85;
 /// Time `settle datagen --rows N` (generate, load, primary key, BRIN,
 /// ANALYZE) against `pgbench -i -s SCALE` (generate, load, vacuum, primary
 /// keys) on the same database, and write
-/// results/datagen-vs-pgbench-<date>.{json,md}.
+/// results/datagen-vs-pgbench-<UTC time>.{json,md}.
 #[derive(clap::Args, Clone, Debug)]
 pub struct BenchArgs {
     /// Plays for settle datagen to generate.
@@ -214,8 +214,11 @@ pub async fn bench_vs_pgbench(
     let date = chrono::Local::now().date_naive().to_string();
     std::fs::create_dir_all(results_dir)
         .map_err(Error::io(format!("creating {}", results_dir.display())))?;
-    let json_path = results_dir.join(format!("datagen-vs-pgbench-{date}.json"));
-    let md_path = results_dir.join(format!("datagen-vs-pgbench-{date}.md"));
+    // Stamped to the second, so a second run the same day adds a record
+    // instead of replacing the first.
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let json_path = results_dir.join(format!("datagen-vs-pgbench-{stamp}.json"));
+    let md_path = results_dir.join(format!("datagen-vs-pgbench-{stamp}.md"));
     let record = BenchRecord {
         date,
         cores: default_jobs(),

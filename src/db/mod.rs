@@ -1,5 +1,6 @@
 //! Where the database is: a `DATABASE_URL`, or the embedded private cluster.
 
+pub mod coalesce;
 pub mod embedded;
 pub mod migrate;
 
@@ -112,6 +113,59 @@ pub async fn connect(config: &Config) -> Result<Client> {
         }
     });
     Ok(client)
+}
+
+/// A connection for streaming `COPY ... TO STDOUT`: the same as `connect`,
+/// over a socket that merges CopyData messages (see `coalesce`). Falls back
+/// to `connect` when the configuration needs what only it does (no host
+/// given, or TLS).
+pub async fn connect_copy(config: &Config) -> Result<Client> {
+    use tokio_postgres::config::{Host, SslMode};
+    if config.get_hosts().is_empty()
+        || !matches!(config.get_ssl_mode(), SslMode::Disable | SslMode::Prefer)
+    {
+        return connect(config).await;
+    }
+    let ports = config.get_ports();
+    let mut last_err: Option<std::io::Error> = None;
+    for (i, host) in config.get_hosts().iter().enumerate() {
+        let port = ports
+            .get(i)
+            .or_else(|| ports.first())
+            .copied()
+            .unwrap_or(5432);
+        let socket = match host {
+            Host::Unix(dir) => {
+                tokio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))
+                    .await
+                    .map(coalesce::Socket::Unix)
+            }
+            Host::Tcp(name) => tokio::net::TcpStream::connect((name.as_str(), port))
+                .await
+                .and_then(|s| {
+                    s.set_nodelay(true)?;
+                    Ok(coalesce::Socket::Tcp(s))
+                }),
+        };
+        match socket {
+            Ok(socket) => {
+                let (client, connection) = config
+                    .connect_raw(coalesce::Coalescing::new(socket), NoTls)
+                    .await
+                    .db(format!("connecting to {}", describe(config)))?;
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!("connection closed: {e}");
+                    }
+                });
+                return Ok(client);
+            }
+            Err(e) => last_err = Some(e),
+        }
+    }
+    // Let tokio-postgres make (and word) the same failure.
+    tracing::debug!("direct connection failed: {last_err:?}");
+    connect(config).await
 }
 
 fn describe(config: &Config) -> String {
