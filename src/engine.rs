@@ -596,6 +596,10 @@ async fn execute(
     let mut written = WriteStats::default();
     if let (Some(first), Some(last)) = (first, last) {
         let prior = ledger::prior(&*repo, first).await?;
+        tracing::debug!(
+            secs = t_settle.elapsed().as_secs_f64(),
+            "settle: tier history read"
+        );
         let day_rows = settle::price_days(&totals, first, last, &catalog, &prior);
         drop(totals);
         let periods = settle::touched_periods(first, last);
@@ -621,9 +625,14 @@ async fn execute(
         }
         let (old_days, old_periods) =
             ledger::stored_video_rows(&*repo, &replaced_days, &partial).await?;
+        tracing::debug!(
+            secs = t_settle.elapsed().as_secs_f64(),
+            "settle: stored rows read"
+        );
         let mut video_rows =
             settle::roll_up(&day_rows, &old_days, &old_periods, &periods, &partial);
         video_rows.extend(day_rows);
+        tracing::debug!(secs = t_settle.elapsed().as_secs_f64(), "settle: rolled up");
         let (creator_rows, unattributed) = settle::creators(&video_rows, &catalog);
         if unattributed > 0 {
             eprintln!("warning: {unattributed} stored rows belong to videos no longer in `videos`; they are not in any creator's sums");
