@@ -119,16 +119,30 @@ async fn replace_sums(
     stats: &mut WriteStats,
 ) -> Result<u64> {
     let (first, last, weeks, months) = p.bounds();
-    // Plain range conditions keep the server's scan cheap (a nightly run
-    // must not read back the month's other day rows); week and month rows of
-    // periods outside the publication are skipped here.
-    let lo = weeks.iter().chain(&months).fold(first, |a, &b| a.min(b));
+    // Index scans of exactly the published periods: the run's days, then its
+    // weeks and months (a nightly run must not read back the month's other
+    // day rows). One OR of both conditions had been a full scan of the table.
+    let kinds: Vec<&str> = weeks
+        .iter()
+        .map(|_| "week")
+        .chain(months.iter().map(|_| "month"))
+        .collect();
+    let starts: Vec<String> = weeks.iter().chain(&months).map(|d| d.to_string()).collect();
+    let cols = "period_kind, period_start, {key}, views, watch_seconds, ad_views, video_amount, ad_amount, total_amount"
+        .replace("{key}", t.key);
     let select = format!(
-        "COPY (SELECT period_kind, period_start, {key}, views, watch_seconds, ad_views, video_amount, ad_amount, total_amount \
-         FROM {table} WHERE (period_kind = 'day' AND period_start BETWEEN '{first}' AND '{last}') \
-         OR (period_kind <> 'day' AND period_start BETWEEN '{lo}' AND '{last}')) TO STDOUT (FORMAT binary)",
-        key = t.key,
+        "COPY (SELECT {cols} FROM {table} WHERE period_kind = 'day' AND period_start BETWEEN '{first}' AND '{last}' \
+         UNION ALL \
+         SELECT {s_cols} FROM unnest('{{{kinds}}}'::text[], '{{{starts}}}'::date[]) AS k(kind, start) \
+         JOIN {table} s ON s.period_kind = k.kind AND s.period_start = k.start) TO STDOUT (FORMAT binary)",
+        s_cols = cols
+            .split(", ")
+            .map(|c| format!("s.{c}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         table = t.table,
+        kinds = kinds.join(","),
+        starts = starts.join(","),
     );
     let ctx = format!("reading the stored rows of {}", t.table);
     let stream = tx.copy_out(select.as_str()).await.db(ctx.clone())?;
