@@ -4,11 +4,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use tokio_postgres::binary_copy::BinaryCopyOutStream;
-use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
 
-use crate::error::{DbContext, Result};
+use crate::error::{DbContext, Error, Result};
 use crate::rank::TopRow;
 use crate::rules::calendar::{Day, Period, PeriodKind, PG_EPOCH_DAYS};
 use crate::settle::{PeriodRows, Sums};
@@ -146,71 +144,60 @@ async fn replace_sums(
     );
     let ctx = format!("reading the stored rows of {}", t.table);
     let stream = tx.copy_out(select.as_str()).await.db(ctx.clone())?;
-    let stream = BinaryCopyOutStream::new(
-        stream,
-        &[
-            Type::TEXT,
-            Type::DATE,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-        ],
-    );
     futures_util::pin_mut!(stream);
 
     // Rows already stored as they are leave `rows`: what stays is written.
+    // Rows arrive grouped by period, so the period's lookups are made once.
     let mut doomed = CopyBuf::new();
     let mut doomed_rows = 0u64;
-    while let Some(row) = stream.next().await {
-        let row = row.db(ctx.clone())?;
-        let kind: &str = row.get(0);
-        let start: chrono::NaiveDate = row.get(1);
-        let key: i64 = row.get(2);
-        let stored = Sums {
-            views: row.get(3),
-            watch_seconds: row.get(4),
-            ad_views: row.get(5),
-            video_amount: row.get(6),
-            ad_amount: row.get(7),
-            total_amount: row.get(8),
-        };
-        let period = PeriodKind::parse(kind).map(|kind| Period {
-            kind,
-            start: Day::from_date(start),
-        });
-        let published = match period {
-            Some(Period {
-                kind: PeriodKind::Day,
-                start,
-            }) => start >= p.first && start <= p.last,
-            Some(per) => p.periods.contains(&per),
-            None => true,
-        };
-        if !published {
-            continue;
-        }
-        let current =
-            period
-                .and_then(|per| rows.get_mut(&per))
-                .is_some_and(|m| match m.get(&key) {
-                    Some(n) if *n == stored => m.remove(&key).is_some(),
-                    _ => false,
-                });
-        match current {
-            true => stats.unchanged_rows += 1,
-            false => {
+    let mut decoder = StoredRows::default();
+    let mut current: Option<(Period, bool)> = None;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.db(ctx.clone())?;
+        decoder.feed(&chunk, |r| {
+            let Some(kind) = PeriodKind::parse(r.kind) else {
+                // Not a period this version knows: it cannot be current.
                 doomed.row(3);
-                doomed.text(kind);
-                doomed.date(Day::from_date(start));
-                doomed.i64(key);
+                doomed.text(r.kind);
+                doomed.date(r.start);
+                doomed.i64(r.key);
+                doomed_rows += 1;
+                return;
+            };
+            let per = Period {
+                kind,
+                start: r.start,
+            };
+            let published = match current {
+                Some((c, published)) if c == per => published,
+                _ => {
+                    let published = match kind {
+                        PeriodKind::Day => per.start >= p.first && per.start <= p.last,
+                        _ => p.periods.contains(&per),
+                    };
+                    current = Some((per, published));
+                    published
+                }
+            };
+            if !published {
+                return;
+            }
+            let same = rows.get_mut(&per).is_some_and(|m| match m.get(&r.key) {
+                Some(n) if *n == r.sums => m.remove(&r.key).is_some(),
+                _ => false,
+            });
+            if same {
+                stats.unchanged_rows += 1;
+            } else {
+                doomed.row(3);
+                doomed.text(r.kind);
+                doomed.date(r.start);
+                doomed.i64(r.key);
                 doomed_rows += 1;
             }
-        }
+        })?;
     }
+    decoder.finish()?;
     if doomed_rows > 0 {
         tx.batch_execute(
             "CREATE TEMP TABLE IF NOT EXISTS publish_doomed (period_kind text, period_start date, id bigint) ON COMMIT DELETE ROWS; \
@@ -342,4 +329,188 @@ pub async fn publish(tx: &Transaction<'_>, mut p: Publication<'_>) -> Result<Wri
     )
     .await?;
     Ok(stats)
+}
+
+/// One stored row of a sums table.
+struct StoredRow<'a> {
+    kind: &'a str,
+    start: Day,
+    key: i64,
+    sums: Sums,
+}
+
+/// Parses the binary COPY of stored sums rows (period_kind, period_start,
+/// key and the six sums) whatever its chunking. It replaced tokio-postgres's
+/// `BinaryCopyOutStream`, which builds a row object per row and expects one
+/// row per message.
+#[derive(Default)]
+struct StoredRows {
+    buf: Vec<u8>,
+    header_done: bool,
+    finished: bool,
+}
+
+const STORED_FIELDS: i16 = 9;
+
+impl StoredRows {
+    fn feed(&mut self, chunk: &[u8], mut on_row: impl FnMut(StoredRow<'_>)) -> Result<()> {
+        self.buf.extend_from_slice(chunk);
+        let b = &self.buf[..];
+        let mut pos = 0;
+        if !self.header_done {
+            if b.len() < 19 {
+                return Ok(());
+            }
+            if &b[..11] != b"PGCOPY\n\xff\r\n\0" {
+                return Err(Error::Protocol("missing binary COPY signature".into()));
+            }
+            let ext = i32::from_be_bytes(b[15..19].try_into().expect("4 bytes")) as usize;
+            if b.len() < 19 + ext {
+                return Ok(());
+            }
+            pos = 19 + ext;
+            self.header_done = true;
+        }
+        let be_i32 = |at: usize| i32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+        let be_i64 = |at: usize| i64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+        while !self.finished && pos + 2 <= b.len() {
+            let fields = i16::from_be_bytes([b[pos], b[pos + 1]]);
+            if fields == -1 {
+                self.finished = true;
+                pos += 2;
+                break;
+            }
+            if fields != STORED_FIELDS {
+                return Err(Error::Protocol(format!(
+                    "a stored result row has {fields} fields, not {STORED_FIELDS}"
+                )));
+            }
+            // period_kind (text), then period_start (date), then 7 × int8.
+            let mut q = pos + 2;
+            if q + 4 > b.len() {
+                break;
+            }
+            let kind_len = be_i32(q);
+            if kind_len < 0 {
+                return Err(Error::Protocol(
+                    "a stored result row has no period_kind".into(),
+                ));
+            }
+            let kind_at = q + 4;
+            q = kind_at + kind_len as usize;
+            let row_end = q + 8 + 7 * 12;
+            if row_end > b.len() {
+                break;
+            }
+            if be_i32(q) != 4 || (0..7).any(|i| be_i32(q + 8 + i * 12) != 8) {
+                return Err(Error::Protocol(
+                    "unexpected layout of a stored result row (a NULL or a changed column type?)"
+                        .into(),
+                ));
+            }
+            let kind = std::str::from_utf8(&b[kind_at..q])
+                .map_err(|_| Error::Protocol("a period_kind is not UTF-8".into()))?;
+            let int = |i: usize| be_i64(q + 8 + i * 12 + 4);
+            on_row(StoredRow {
+                kind,
+                start: Day(be_i32(q + 4) + PG_EPOCH_DAYS),
+                key: int(0),
+                sums: Sums {
+                    views: int(1),
+                    watch_seconds: int(2),
+                    ad_views: int(3),
+                    video_amount: int(4),
+                    ad_amount: int(5),
+                    total_amount: int(6),
+                },
+            });
+            pos = row_end;
+        }
+        self.buf.drain(..pos);
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<()> {
+        if !self.finished || !self.buf.is_empty() {
+            return Err(Error::Protocol(
+                "the COPY of stored result rows ended in the middle of a row".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<(String, Day, i64, Sums)> {
+        (0..40)
+            .map(|i: i64| {
+                let kind = ["day", "week", "month"][i as usize % 3].to_string();
+                let sums = Sums {
+                    views: i,
+                    watch_seconds: -i * 7,
+                    ad_views: i << 40,
+                    video_amount: i64::MAX - i,
+                    ad_amount: i64::MIN + i,
+                    total_amount: i * 3,
+                };
+                (kind, Day(19_900 + i as i32), i * 1_000_003, sums)
+            })
+            .collect()
+    }
+
+    fn encode(rows: &[(String, Day, i64, Sums)]) -> Bytes {
+        let mut b = CopyBuf::new();
+        for (kind, day, key, s) in rows {
+            b.row(STORED_FIELDS);
+            b.text(kind);
+            b.date(*day);
+            b.i64(*key);
+            for v in [
+                s.views,
+                s.watch_seconds,
+                s.ad_views,
+                s.video_amount,
+                s.ad_amount,
+                s.total_amount,
+            ] {
+                b.i64(v);
+            }
+        }
+        b.finish()
+    }
+
+    /// Stored rows parse the same whatever the chunking, and a cut stream
+    /// or a row of another shape is an error.
+    #[test]
+    fn stored_rows_parse_in_every_split() {
+        let rows = sample();
+        let bytes = encode(&rows);
+        for split in [1usize, 2, 5, 19, 20, 21, 97, 1000, bytes.len()] {
+            let mut d = StoredRows::default();
+            let mut got = Vec::new();
+            for chunk in bytes.chunks(split) {
+                d.feed(chunk, |r| {
+                    got.push((r.kind.to_string(), r.start, r.key, r.sums))
+                })
+                .unwrap();
+            }
+            d.finish().unwrap();
+            assert_eq!(got, rows, "split {split}");
+        }
+
+        let mut d = StoredRows::default();
+        d.feed(&bytes[..bytes.len() - 5], |_| {}).unwrap();
+        assert!(d.finish().is_err());
+
+        let mut bad = CopyBuf::new();
+        bad.row(3);
+        bad.text("day");
+        bad.date(Day(19_900));
+        bad.i64(1);
+        let mut d = StoredRows::default();
+        assert!(d.feed(&bad.finish(), |_| {}).is_err());
+    }
 }
