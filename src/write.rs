@@ -66,6 +66,23 @@ impl CopyBuf {
         self.buf.put_i32(2);
         self.buf.put_i16(v);
     }
+    /// A row of a sums table, as `StoredRows` reads it back.
+    fn sums_row(&mut self, kind: &str, start: Day, key: i64, s: &Sums) {
+        self.row(STORED_FIELDS);
+        self.text(kind);
+        self.date(start);
+        self.i64(key);
+        for v in [
+            s.views,
+            s.watch_seconds,
+            s.ad_views,
+            s.video_amount,
+            s.ad_amount,
+            s.total_amount,
+        ] {
+            self.i64(v);
+        }
+    }
     fn take_chunk(&mut self) -> Option<Bytes> {
         (self.buf.len() >= 1 << 20).then(|| self.buf.split().freeze())
     }
@@ -238,20 +255,7 @@ async fn replace_sums(
         let mut ids: Vec<(&i64, &Sums)> = by_id.iter().collect();
         ids.sort_unstable_by_key(|(id, _)| **id);
         for (id, s) in ids {
-            b.row(9);
-            b.text(per.kind.as_str());
-            b.date(per.start);
-            b.i64(*id);
-            for v in [
-                s.views,
-                s.watch_seconds,
-                s.ad_views,
-                s.video_amount,
-                s.ad_amount,
-                s.total_amount,
-            ] {
-                b.i64(v);
-            }
+            b.sums_row(per.kind.as_str(), per.start, *id, s);
             if let Some(c) = b.take_chunk() {
                 sink.send(c).await.db(format!("writing {sql}"))?;
             }
@@ -464,20 +468,7 @@ mod tests {
     fn encode(rows: &[(String, Day, i64, Sums)]) -> Bytes {
         let mut b = CopyBuf::new();
         for (kind, day, key, s) in rows {
-            b.row(STORED_FIELDS);
-            b.text(kind);
-            b.date(*day);
-            b.i64(*key);
-            for v in [
-                s.views,
-                s.watch_seconds,
-                s.ad_views,
-                s.video_amount,
-                s.ad_amount,
-                s.total_amount,
-            ] {
-                b.i64(v);
-            }
+            b.sums_row(kind, *day, *key, s);
         }
         b.finish()
     }
