@@ -194,7 +194,8 @@ async fn run_locked(
 ) -> Result<Outcome> {
     let abandoned = jobs::abandon_dead(&*repo).await?;
     if !abandoned.is_empty() {
-        tracing::warn!(?abandoned, "marked executions of dead processes ABANDONED");
+        // Said once, on stderr; a warn! as well had printed it twice.
+        tracing::debug!(?abandoned, "marked executions of dead processes ABANDONED");
         eprintln!(
             "note: marked execution(s) {abandoned:?} ABANDONED: their process died while running"
         );

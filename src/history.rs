@@ -34,7 +34,7 @@ pub struct ExecutionRow {
 const EXECUTION_COLUMNS: &str = "e.execution_id, i.params_key, e.attempt, e.status, \
     to_char(e.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
     to_char(e.ended_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
-    extract(epoch FROM e.ended_at - e.started_at)::float8, e.day_from::text, e.day_to::text, \
+    extract(epoch FROM e.ended_at - e.started_at)::float8, coalesce(e.day_from::text, e.summary->>'first_day'), coalesce(e.day_to::text, e.summary->>'last_day'), \
     e.host, e.pid, e.restarted_from, e.rows_read, e.counted, e.excluded_self_play, \
     e.excluded_rapid_replay, e.rejected_unknown_video, e.rejected_bad_position, e.error";
 
@@ -254,13 +254,16 @@ pub fn render_status(s: &Status) -> String {
     );
     let _ = writeln!(
         o,
-        "  started {} on {} (pid {}), ended {}, days {} .. {}",
+        "  started {} on {} (pid {}), ended {}, {}",
         e.started_at,
         e.host,
         e.pid,
         e.ended_at.as_deref().unwrap_or("-"),
-        e.day_from.as_deref().unwrap_or("?"),
-        e.day_to.as_deref().unwrap_or("?")
+        // An --all run knows its days only once it has read them.
+        match (e.day_from.as_deref(), e.day_to.as_deref()) {
+            (Some(a), Some(b)) => format!("days {a} .. {b}"),
+            _ => "days not known yet (an --all run finds them as it reads)".into(),
+        }
     );
     let _ = writeln!(
         o,

@@ -296,8 +296,23 @@ async fn sigkill_mid_read_then_rerun_reuses_finished_partitions_and_matches_refe
         "the rerun says it abandoned {killed}:\n{}",
         text(&o)
     );
+    assert_eq!(
+        stderr.matches("ABANDONED").count(),
+        1,
+        "said once:\n{}",
+        text(&o)
+    );
     let s = stdout_json(&o);
     let rerun = s["execution_id"].as_i64().unwrap();
+    // An --all run's days show in its status once it has read them.
+    let shown = settle_ok(&db.url, &["status", &rerun.to_string()]).await;
+    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+    let days = format!(
+        "days {} .. {}",
+        s["first_day"].as_str().unwrap(),
+        s["last_day"].as_str().unwrap()
+    );
+    assert!(shown.contains(&days), "{days} in:\n{shown}");
     assert_eq!(s["restarted_from"].as_i64(), Some(killed));
     assert_eq!(s["partitions"].as_u64(), Some(16));
     assert_eq!(s["partitions_reused"].as_u64(), Some(done.len() as u64));
