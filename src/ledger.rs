@@ -59,7 +59,8 @@ pub async fn prior(c: &impl GenericClient, first: Day) -> Result<Prior> {
         .await
         .db("reading the settled days of the run's month")?;
     let (before, from): (i64, i64) = (split.get(0), split.get(1));
-    let sql = if from < before {
+    let through_month = from < before;
+    let sql = if through_month {
         "SELECT video_id, sum(views)::int8, sum(ad_views)::int8 FROM ( \
            SELECT video_id, views, ad_views FROM settlement_video \
             WHERE period_kind = 'month' AND period_start <= $1 \
@@ -78,12 +79,12 @@ pub async fn prior(c: &impl GenericClient, first: Day) -> Result<Prior> {
     };
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
         [&month.date(), &first.date(), &next_month.date()];
-    let rows = if from < before {
-        c.query(sql, &params).await
-    } else {
-        c.query(sql, &params[..2]).await
-    }
-    .db("reading the tier history")?;
+    // The months-before form has no use for the month's end.
+    let used = if through_month { 3 } else { 2 };
+    let rows = c
+        .query(sql, &params[..used])
+        .await
+        .db("reading the tier history")?;
     let mut prior = Prior::default();
     for r in &rows {
         let (video, v, a): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));

@@ -75,6 +75,19 @@ pub fn decode_row(b: &[u8]) -> Result<Play> {
     })
 }
 
+/// The length of the binary COPY header at the start of `b`, or `None` while
+/// `b` does not hold all of it yet.
+pub fn header_len(b: &[u8]) -> Result<Option<usize>> {
+    if b.len() < 19 {
+        return Ok(None);
+    }
+    if &b[..11] != SIGNATURE {
+        return Err(Error::Protocol("missing binary COPY signature".into()));
+    }
+    let len = 19 + be_i32(b, 15) as usize;
+    Ok((b.len() >= len).then_some(len))
+}
+
 impl Decoder {
     pub fn new() -> Self {
         Self::default()
@@ -108,17 +121,10 @@ impl Decoder {
     fn parse(&mut self, b: &[u8], on_row: &mut impl FnMut(&Play)) -> Result<usize> {
         let mut pos = 0;
         if !self.header_done {
-            if b.len() < 19 {
+            let Some(len) = header_len(b)? else {
                 return Ok(0);
-            }
-            if &b[..11] != SIGNATURE {
-                return Err(Error::Protocol("missing binary COPY signature".into()));
-            }
-            let ext = be_i32(b, 15) as usize;
-            if b.len() < 19 + ext {
-                return Ok(0);
-            }
-            pos = 19 + ext;
+            };
+            pos = len;
             self.header_done = true;
         }
         while pos + 2 <= b.len() {

@@ -143,18 +143,28 @@ async fn replace_sums(
         .chain(months.iter().map(|_| "month"))
         .collect();
     let starts: Vec<String> = weeks.iter().chain(&months).map(|d| d.to_string()).collect();
-    let cols = "period_kind, period_start, {key}, views, watch_seconds, ad_views, video_amount, ad_amount, total_amount"
-        .replace("{key}", t.key);
+    let cols = |prefix: &str| {
+        [
+            "period_kind",
+            "period_start",
+            t.key,
+            "views",
+            "watch_seconds",
+            "ad_views",
+        ]
+        .into_iter()
+        .chain(["video_amount", "ad_amount", "total_amount"])
+        .map(|c| format!("{prefix}{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+    };
     let select = format!(
         "COPY (SELECT {cols} FROM {table} WHERE period_kind = 'day' AND period_start BETWEEN '{first}' AND '{last}' \
          UNION ALL \
          SELECT {s_cols} FROM unnest('{{{kinds}}}'::text[], '{{{starts}}}'::date[]) AS k(kind, start) \
          JOIN {table} s ON s.period_kind = k.kind AND s.period_start = k.start) TO STDOUT (FORMAT binary)",
-        s_cols = cols
-            .split(", ")
-            .map(|c| format!("s.{c}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        cols = cols(""),
+        s_cols = cols("s."),
         table = t.table,
         kinds = kinds.join(","),
         starts = starts.join(","),
@@ -172,37 +182,34 @@ async fn replace_sums(
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.db(ctx.clone())?;
         decoder.feed(&chunk, |r| {
-            let Some(kind) = PeriodKind::parse(r.kind) else {
-                // Not a period this version knows: it cannot be current.
-                doomed.row(3);
-                doomed.text(r.kind);
-                doomed.date(r.start);
-                doomed.i64(r.key);
-                doomed_rows += 1;
-                return;
-            };
-            let per = Period {
-                kind,
-                start: r.start,
-            };
-            let published = match current {
-                Some((c, published)) if c == per => published,
-                _ => {
-                    let published = match kind {
-                        PeriodKind::Day => per.start >= p.first && per.start <= p.last,
-                        _ => p.periods.contains(&per),
+            // A kind this version does not know cannot be current.
+            let same = match PeriodKind::parse(r.kind) {
+                None => false,
+                Some(kind) => {
+                    let per = Period {
+                        kind,
+                        start: r.start,
                     };
-                    current = Some((per, published));
-                    published
+                    let published = match current {
+                        Some((c, published)) if c == per => published,
+                        _ => {
+                            let published = match kind {
+                                PeriodKind::Day => per.start >= p.first && per.start <= p.last,
+                                _ => p.periods.contains(&per),
+                            };
+                            current = Some((per, published));
+                            published
+                        }
+                    };
+                    if !published {
+                        return;
+                    }
+                    rows.get_mut(&per).is_some_and(|m| match m.get(&r.key) {
+                        Some(n) if *n == r.sums => m.remove(&r.key).is_some(),
+                        _ => false,
+                    })
                 }
             };
-            if !published {
-                return;
-            }
-            let same = rows.get_mut(&per).is_some_and(|m| match m.get(&r.key) {
-                Some(n) if *n == r.sums => m.remove(&r.key).is_some(),
-                _ => false,
-            });
             if same {
                 stats.unchanged_rows += 1;
             } else {
@@ -362,17 +369,10 @@ impl StoredRows {
         let b = &self.buf[..];
         let mut pos = 0;
         if !self.header_done {
-            if b.len() < 19 {
+            let Some(len) = crate::read::header_len(b)? else {
                 return Ok(());
-            }
-            if &b[..11] != b"PGCOPY\n\xff\r\n\0" {
-                return Err(Error::Protocol("missing binary COPY signature".into()));
-            }
-            let ext = i32::from_be_bytes(b[15..19].try_into().expect("4 bytes")) as usize;
-            if b.len() < 19 + ext {
-                return Ok(());
-            }
-            pos = 19 + ext;
+            };
+            pos = len;
             self.header_done = true;
         }
         let be_i32 = |at: usize| i32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"));

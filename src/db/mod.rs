@@ -107,12 +107,22 @@ pub async fn connect(config: &Config) -> Result<Client> {
         .connect(NoTls)
         .await
         .db(format!("connecting to {}", describe(config)))?;
+    spawn_connection(connection);
+    Ok(client)
+}
+
+/// Drives a connection on the current runtime until it closes.
+fn spawn_connection<F>(connection: F)
+where
+    F: std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>>
+        + Send
+        + 'static,
+{
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!("connection closed: {e}");
         }
     });
-    Ok(client)
 }
 
 /// A connection for streaming `COPY ... TO STDOUT`: the same as `connect`,
@@ -153,11 +163,7 @@ pub async fn connect_copy(config: &Config) -> Result<Client> {
                     .connect_raw(coalesce::Coalescing::new(socket), NoTls)
                     .await
                     .db(format!("connecting to {}", describe(config)))?;
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!("connection closed: {e}");
-                    }
-                });
+                spawn_connection(connection);
                 return Ok(client);
             }
             Err(e) => last_err = Some(e),
