@@ -179,7 +179,7 @@ async fn a_rerun_writes_only_what_changed() {
                   WHERE period_kind = 'week' ORDER BY 1, 2, 3 LIMIT 1);
          INSERT INTO settlement_creator VALUES ('day', '{mid}', 987654321, 1, 1, 0, 1, 0, 1);
          DELETE FROM viewing_log WHERE id IN (SELECT id FROM viewing_log
-           WHERE (started_at AT TIME ZONE 'Asia/Seoul')::date = '{mid}' ORDER BY id LIMIT 50);
+           WHERE (started_at AT TIME ZONE INTERVAL '+09:00')::date = '{mid}' ORDER BY id LIMIT 50);
          INSERT INTO viewing_log
            SELECT 10000000 + g, 7000 + g, v.video_id,
                   timestamptz '{mid} 12:00:00+09' + g * interval '1 minute', 0, 1

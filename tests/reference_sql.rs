@@ -632,6 +632,32 @@ async fn seoul_midnight_decides_the_day() {
     db.drop_db().await;
 }
 
+/// SPEC §2: Seoul is UTC+9 with no daylight saving, on every date. The time
+/// zone database's 'Asia/Seoul' kept summer time (+10) in 1987-88, which
+/// would move this play to June 2.
+#[tokio::test]
+async fn seoul_offset_is_fixed_even_when_history_had_summer_time() {
+    let (db, c) = setup().await;
+    exec(
+        &c,
+        "INSERT INTO videos VALUES (71, 1, 100, 'summer time', '1988-01-01 00:00+09');
+         INSERT INTO viewing_log (id, user_id, video_id, started_at, start_position, end_position) VALUES
+            (1, 2, 71, '1988-06-01 14:30:00+00', 0, 10); -- 23:30 at +9: June 1 (00:30 June 2 at +10)",
+    )
+    .await;
+    run_reference(&c).await;
+    assert_eq!(
+        video_rows(&c, 71).await,
+        sorted(vec![
+            row("day", "1988-06-01", sums(1, 10, 0, 1, 0)),
+            // Wednesday 1988-06-01 belongs to the week of Monday 05-30.
+            row("week", "1988-05-30", sums(1, 10, 0, 1, 0)),
+            row("month", "1988-06-01", sums(1, 10, 0, 1, 0)),
+        ])
+    );
+    db.drop_db().await;
+}
+
 #[tokio::test]
 async fn week_spanning_two_months() {
     let (db, c) = setup().await;

@@ -14,7 +14,9 @@
 -- them; run the script again.
 --
 -- Calendar: a play belongs to the Seoul day of started_at, whatever the
--- session's TimeZone. Weeks start on Monday, months on the 1st; both are
+-- session's TimeZone. SPEC §2 defines Seoul as UTC+9 with no daylight
+-- saving, so the offset is fixed: the 'Asia/Seoul' zone of the time zone
+-- database would move 1954-61 (+8:30) and the summers of 1987-88 (+10). Weeks start on Monday, months on the 1st; both are
 -- computed from `date::timestamp` (no time zone) so the session's TimeZone
 -- cannot shift them either.
 
@@ -84,7 +86,7 @@ WITH checked AS (
 )
 SELECT id,
        video_id,
-       (started_at AT TIME ZONE 'Asia/Seoul')::date AS day,
+       (started_at AT TIME ZONE INTERVAL '+09:00')::date AS day,
        start_position,
        end_position,
        CASE

@@ -124,7 +124,7 @@ pub fn day(s: &str) -> Day {
 pub async fn data_days(c: &Client) -> (Day, Day) {
     let r = c
         .query_one(
-            "SELECT min((started_at AT TIME ZONE 'Asia/Seoul')::date), max((started_at AT TIME ZONE 'Asia/Seoul')::date) FROM viewing_log",
+            "SELECT min((started_at AT TIME ZONE INTERVAL '+09:00')::date), max((started_at AT TIME ZONE INTERVAL '+09:00')::date) FROM viewing_log",
             &[],
         )
         .await
