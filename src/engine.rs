@@ -379,6 +379,7 @@ async fn execute(
             if plan.is_empty() {
                 new_plan(&snap, &scope, opts).await?
             } else {
+                reconcile_plan(&snap, &scope, prev, &mut plan, &mut kept).await?;
                 plan
             }
         }
@@ -776,6 +777,97 @@ async fn ensure_no_plays_before(snap: &Client, day: Day) -> Result<()> {
         return Err(Error::Refused(format!(
             "viewing_log has plays before {day} that are not settled, and tiers count a video's whole history; settle from the first day of the data (settle run --all, or --from that day)"
         )));
+    }
+    Ok(())
+}
+
+/// Fits a failed execution's plan to the log as this run's snapshot sees it.
+/// Rows may have been added or removed since that execution read: a
+/// finished partition whose row count changed is read again rather than
+/// reused, and ids outside the old plan get partitions of their own, so the
+/// continuation reads every row of its snapshot exactly once. (Equal counts
+/// after a delete and an insert in the same id range would go unnoticed; an
+/// append-only log with increasing ids never does that.)
+async fn reconcile_plan(
+    snap: &Client,
+    scope: &Scope,
+    prev: i64,
+    plan: &mut Vec<Partition>,
+    kept: &mut Vec<(PartitionOutput, i64)>,
+) -> Result<()> {
+    let cond = scope.sql_condition();
+    let cond_and = |prefix: &str| {
+        if cond.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix} {cond}")
+        }
+    };
+    let parts: Vec<Partition> = kept.iter().filter_map(|(o, _)| o.partition).collect();
+    let nos: Vec<i64> = parts.iter().map(|p| p.no as i64).collect();
+    let los: Vec<i64> = parts.iter().map(|p| p.id_lo).collect();
+    let his: Vec<i64> = parts.iter().map(|p| p.id_hi).collect();
+    let sql = format!(
+        "SELECT k.no, (SELECT count(*) FROM viewing_log v WHERE v.id BETWEEN k.lo AND k.hi {}) \
+         FROM unnest($1::int8[], $2::int8[], $3::int8[]) AS k(no, lo, hi)",
+        cond_and("AND")
+    );
+    let now: std::collections::HashMap<u32, u64> = snap
+        .query(&sql, &[&nos, &los, &his])
+        .await
+        .db("checking the finished partitions of the failed execution")?
+        .iter()
+        .map(|r| (r.get::<_, i64>(0) as u32, r.get::<_, i64>(1) as u64))
+        .collect();
+    let before = kept.len();
+    kept.retain(|(o, _)| {
+        o.partition
+            .is_some_and(|p| now.get(&p.no) == Some(&o.counts.rows_read))
+    });
+    let changed = before - kept.len();
+
+    let sql = format!(
+        "SELECT min(id), max(id) FROM viewing_log {}",
+        cond_and("WHERE")
+    );
+    let r = snap
+        .query_one(&sql, &[])
+        .await
+        .db("finding the rows added since the failed execution")?;
+    let (lo, hi): (Option<i64>, Option<i64>) = (r.get(0), r.get(1));
+    let plan_lo = plan
+        .iter()
+        .map(|p| p.id_lo)
+        .min()
+        .expect("a non-empty plan");
+    let plan_hi = plan
+        .iter()
+        .map(|p| p.id_hi)
+        .max()
+        .expect("a non-empty plan");
+    // New ranges get partitions about as wide as the old ones.
+    let width = (plan_hi as i128 - plan_lo as i128 + 1) / plan.len() as i128;
+    let mut next_no = plan.iter().map(|p| p.no).max().expect("a non-empty plan") + 1;
+    let mut added = 0;
+    let mut add = |a: i64, b: i64, plan: &mut Vec<Partition>| {
+        let n = ((b as i128 - a as i128 + 1) / width.max(1)).clamp(1, 4096) as u32;
+        for mut p in partition::split(a, b, n) {
+            p.no = next_no;
+            next_no += 1;
+            added += 1;
+            plan.push(p);
+        }
+    };
+    if let Some(lo) = lo.filter(|&lo| lo < plan_lo) {
+        add(lo, plan_lo - 1, plan);
+    }
+    if let Some(hi) = hi.filter(|&hi| hi > plan_hi) {
+        add(plan_hi + 1, hi, plan);
+    }
+    if changed > 0 || added > 0 {
+        eprintln!(
+            "note: viewing_log changed since execution {prev} read it: {changed} of its finished partitions hold other rows now and are read again, and {added} new partitions cover ids outside its plan"
+        );
     }
     Ok(())
 }

@@ -863,3 +863,61 @@ async fn a_continued_run_whose_range_grew_meanwhile_does_not_reuse_partial_parti
     assert_matches_reference(&c, "a continued run over a grown range").await;
     db.drop_db().await;
 }
+
+/// A failed run continued after the log changed: rows appended above the
+/// failed run's plan and a row deleted inside a partition it had finished.
+/// The continuation reads the new id range, re-reads the changed partition
+/// instead of reusing its result, and matches the reference.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_continued_run_reads_what_the_log_gained_or_lost_since_the_failed_attempt() {
+    let db = TestDb::new().await.unwrap();
+    let c = db.connect().await.unwrap();
+    load_hard_data(&c, 0.37, 4000, Order::Logged).await;
+    let mut child = spawn_slow_run(&db.url, &["--all"], 16, 400, &[]);
+    let exec = wait_for_completed_partitions(&mut child, &c, 3).await;
+    settle_ok(&db.url, &["stop", &exec.to_string()]).await;
+    let o = child.wait_with_output().await.unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(status_of(&c, exec).await, "STOPPED");
+    let done = partitions_with(&c, exec, "COMPLETED").await;
+    assert!(!done.is_empty() && done.len() < 16, "{done:?}");
+
+    // Meanwhile: new plays (ids above the plan) and one play gone from the
+    // first finished partition.
+    append_plays(&c, 300, 2).await;
+    let gone: i64 = c
+        .query_one(
+            "DELETE FROM viewing_log WHERE id = (SELECT min(l.id) FROM viewing_log l, partition_execution p
+               WHERE p.execution_id = $1 AND p.partition_no = $2 AND l.id BETWEEN p.id_lo AND p.id_hi)
+             RETURNING id",
+            &[&exec, &done[0]],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(gone > 0);
+    let rows = log_rows(&c).await;
+
+    let o = settle_ok(&db.url, &["run", "--all", "--json"]).await;
+    let s = stdout_json(&o);
+    assert_eq!(s["restarted_from"].as_i64(), Some(exec), "{}", text(&o));
+    assert_eq!(
+        s["rows_read"].as_i64(),
+        Some(rows),
+        "every row once: {}",
+        text(&o)
+    );
+    let reused = s["partitions_reused"].as_u64().unwrap();
+    assert!(
+        reused > 0 && reused < done.len() as u64,
+        "the changed partition was read again, the others reused: {}",
+        text(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("changed since"),
+        "the run says why: {}",
+        text(&o)
+    );
+    assert_matches_reference(&c, "a continued run after the log changed").await;
+    db.drop_db().await;
+}
