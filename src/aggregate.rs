@@ -172,6 +172,12 @@ pub struct PartitionOutput {
     pub day_hi: Option<i32>,
     /// The disorder allowance the pass ran with.
     pub allowance: i64,
+    /// Rows per Seoul day (any row, valid or not) that started in the day's
+    /// last `allowance`: what a later run compares to notice plays written
+    /// after the day was settled. Not kept for a restart: a run that reuses
+    /// partitions records no tail counts.
+    #[serde(skip)]
+    pub tails: Vec<(i32, u64)>,
 }
 
 /// Memory one worker's passes reuse from partition to partition: the
@@ -208,6 +214,7 @@ pub struct Aggregator<'a> {
     day_hi: i32,
     since_evict: u32,
     spare: Vec<Vec<Cell>>,
+    tails: Vec<(i32, u64)>,
 }
 
 impl<'a> Aggregator<'a> {
@@ -245,6 +252,7 @@ impl<'a> Aggregator<'a> {
             day_hi: i32::MIN,
             since_evict: 0,
             spare: scratch.spare,
+            tails: Vec::new(),
         }
     }
 
@@ -320,6 +328,12 @@ impl<'a> Aggregator<'a> {
             let d = seoul_day_pg(p.started_at).0;
             self.day_lo = self.day_lo.min(d);
             self.day_hi = self.day_hi.max(d);
+            if p.started_at >= day_tail_from(Day(d), self.allowance) {
+                match self.tails.iter_mut().rev().find(|t| t.0 == d) {
+                    Some(t) => t.1 += 1,
+                    None => self.tails.push((d, 1)),
+                }
+            }
         }
         let vidx = meta.vidx;
         if vidx == NO_VIDEO {
@@ -482,6 +496,7 @@ impl<'a> Aggregator<'a> {
             day_lo: (self.day_lo <= self.day_hi).then_some(self.day_lo),
             day_hi: (self.day_lo <= self.day_hi).then_some(self.day_hi),
             allowance: self.allowance,
+            tails: self.tails,
         };
         tracing::debug!(
             ring = self.window.ring_len(),
@@ -497,6 +512,13 @@ impl<'a> Aggregator<'a> {
         };
         (out, scratch)
     }
+}
+
+/// Where a day's tail starts: `allowance` before the next Seoul midnight.
+/// Plays of the tail may still be running, and so unwritten, when the day
+/// is settled shortly after it ends.
+pub fn day_tail_from(day: Day, allowance: i64) -> i64 {
+    day.next().start_pg_micros().saturating_sub(allowance)
 }
 
 /// How far above a partition's earliest play the head is kept: the earlier

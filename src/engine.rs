@@ -118,6 +118,9 @@ pub struct RunSummary {
     pub last_day: Option<String>,
     /// Later settled days re-settled because tiers carry forward.
     pub extended_to: Option<String>,
+    /// The day before the requested range, settled again because plays of
+    /// its last hours were written after it had been settled.
+    pub restated_from: Option<String>,
     pub rows_read: u64,
     pub lookback_rows: u64,
     pub counted: u64,
@@ -299,6 +302,7 @@ async fn execute(
     let (scope, mut first, mut last) = match opts.requested {
         Requested::All => (Scope::default(), None, None),
         Requested::Days(a, b) => {
+            let mut a = a;
             if a > b {
                 return Err(Error::Usage(format!("--from {a} is after --to {b}")));
             }
@@ -314,11 +318,29 @@ async fn execute(
                         )));
                     }
                     if a > lo {
+                        // Plays written before the earliest settled day after
+                        // it was settled (a backfill) would be missing from
+                        // every video's tier history.
+                        ensure_no_plays_before(&snap, lo).await?;
                         let gaps = ledger::unsettled_days(&*repo, lo, Day(a.0 - 1)).await?;
                         if let Some(g) = gaps.first() {
                             return Err(Error::Refused(format!(
                                 "day {g} is not settled, and tiers count every earlier day; settle from there: settle run --from {g} --to {b}"
                             )));
+                        }
+                        // Plays of the day before, still running when it was
+                        // settled, may have been written since: then that
+                        // day is settled again with this one.
+                        let before = Day(a.0 - 1);
+                        if let Some(n) = ledger::tail_change(&snap, &*repo, before).await? {
+                            if n != 0 {
+                                eprintln!(
+                                    "note: {before} has {} plays in its last hours than when it was settled (rows written after it was settled); re-settling it with this run",
+                                    if n > 0 { format!("{n} more") } else { format!("{} fewer", -n) }
+                                );
+                                summary.restated_from = Some(before.to_string());
+                                a = before;
+                            }
                         }
                     } else {
                         ensure_no_plays_before(&snap, a).await?;
@@ -412,7 +434,17 @@ async fn execute(
     let mut day_hi: Option<i32> = None;
     let mut plan_lo: Vec<i64> = plan.iter().map(|p| p.id_lo).collect();
     plan_lo.sort_unstable();
+    // Reused results carry no tail counts: then none are recorded.
+    let mut tails = kept.is_empty().then(|| ledger::DayTails {
+        allowance: opts.disorder_minutes as i64 * 60 * 1_000_000,
+        rows: std::collections::HashMap::new(),
+    });
     let mut absorb = |out: PartitionOutput, totals: &mut Totals| {
+        if let Some(t) = tails.as_mut() {
+            for &(d, n) in &out.tails {
+                *t.rows.entry(d).or_default() += n;
+            }
+        }
         totals.merge(&out, &catalog);
         counts.merge(&out.counts);
         max_lag = max_lag.max(out.max_lag);
@@ -667,7 +699,7 @@ async fn execute(
         summary.phases.write_s = t_write.elapsed().as_secs_f64();
         tracing::debug!(peak_rss_mib = peak_rss_bytes() >> 20, "after write");
         let t_pub = Instant::now();
-        ledger::mark_settled(&tx, first, last, exec.id).await?;
+        ledger::mark_settled(&tx, first, last, exec.id, tails.as_ref()).await?;
         finish_summary(&mut summary, written, t0);
         let summary_json = serde_json::to_value(&summary).unwrap_or_default();
         jobs::record_counts(&tx, exec.id, &counts_of(&summary, &counts), &summary_json).await?;

@@ -1,11 +1,13 @@
 //! What is already settled: the stored result rows a run builds on (tier
 //! history, weeks and months partly outside the run) and the settled days.
 
+use chrono::{DateTime, Utc};
 use rustc_hash::FxHashMap;
 use tokio_postgres::GenericClient;
 
+use crate::aggregate::day_tail_from;
 use crate::error::{DbContext, Error, Result};
-use crate::rules::calendar::{Day, Period, PeriodKind};
+use crate::rules::calendar::{pg_micros_to_utc, Day, Period, PeriodKind};
 use crate::settle::{PeriodRows, Prior, Sums};
 
 /// First and last settled day, if any.
@@ -164,14 +166,66 @@ pub async fn mark_settled(
     first: Day,
     last: Day,
     execution: i64,
+    tails: Option<&DayTails>,
 ) -> Result<()> {
+    let days: Vec<Day> = (first.0..=last.0).map(Day).collect();
+    let dates: Vec<chrono::NaiveDate> = days.iter().map(|d| d.date()).collect();
+    let (froms, rows): (Vec<Option<DateTime<Utc>>>, Vec<Option<i64>>) = days
+        .iter()
+        .map(|&d| match tails {
+            Some(t) => (
+                Some(pg_micros_to_utc(day_tail_from(d, t.allowance))),
+                Some(t.rows.get(&d.0).copied().unwrap_or(0) as i64),
+            ),
+            None => (None, None),
+        })
+        .unzip();
     c.execute(
-        "INSERT INTO settled_day (day, execution_id) \
-         SELECT d::date, $3 FROM generate_series($1::date, $2::date, interval '1 day') d \
-         ON CONFLICT (day) DO UPDATE SET execution_id = EXCLUDED.execution_id, settled_at = now()",
-        &[&first.date(), &last.date(), &execution],
+        "INSERT INTO settled_day (day, execution_id, tail_from, tail_rows) \
+         SELECT d, $2, f, n FROM unnest($1::date[], $3::timestamptz[], $4::int8[]) AS t(d, f, n) \
+         ON CONFLICT (day) DO UPDATE SET execution_id = EXCLUDED.execution_id, settled_at = now(), \
+           tail_from = EXCLUDED.tail_from, tail_rows = EXCLUDED.tail_rows",
+        &[&dates, &execution, &froms, &rows],
     )
     .await
     .db("recording settled days")?;
     Ok(())
+}
+
+/// Per Seoul day, the rows that started in its last `allowance` (see
+/// `aggregate::day_tail_from`), summed over a run's partitions.
+pub struct DayTails {
+    pub allowance: i64,
+    pub rows: std::collections::HashMap<i32, u64>,
+}
+
+/// Plays of settled day `day` written after it was settled, as far as its
+/// tail shows: the stored count of its last hours against the count in
+/// this snapshot. None when nothing was recorded (an older version, or a
+/// run that reused partitions), else the difference.
+pub async fn tail_change(
+    snap: &impl GenericClient,
+    repo: &impl GenericClient,
+    day: Day,
+) -> Result<Option<i64>> {
+    let Some(r) = repo
+        .query_opt(
+            "SELECT tail_from, tail_rows FROM settled_day WHERE day = $1 AND tail_rows IS NOT NULL",
+            &[&day.date()],
+        )
+        .await
+        .db("reading the settled day's tail count")?
+    else {
+        return Ok(None);
+    };
+    let (from, stored): (DateTime<Utc>, i64) = (r.get(0), r.get(1));
+    let now: i64 = snap
+        .query_one(
+            "SELECT count(*) FROM viewing_log WHERE started_at >= $1 AND started_at < $2",
+            &[&from, &pg_micros_to_utc(day.next().start_pg_micros())],
+        )
+        .await
+        .db("counting the plays of the day before the run")?
+        .get(0);
+    Ok(Some(now - stored))
 }

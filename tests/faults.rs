@@ -921,3 +921,96 @@ async fn a_continued_run_reads_what_the_log_gained_or_lost_since_the_failed_atte
     assert_matches_reference(&c, "a continued run after the log changed").await;
     db.drop_db().await;
 }
+
+/// Plays backfilled before the earliest settled day: a later nightly run
+/// refuses (exit code 1) and names the fix, instead of pricing the night on
+/// a tier history that misses them; `--all` then settles everything and
+/// matches the reference.
+#[tokio::test(flavor = "multi_thread")]
+async fn plays_backfilled_before_the_settled_history_stop_the_next_run() {
+    let db = TestDb::new().await.unwrap();
+    let c = db.connect().await.unwrap();
+    load_hard_data(&c, 0.61, 2000, Order::Logged).await;
+    let (first, last) = data_days(&c).await;
+    settle_ok(
+        &db.url,
+        &[
+            "run",
+            "--from",
+            &day_arg(first),
+            "--to",
+            &day_arg(Day(last.0 - 1)),
+        ],
+    )
+    .await;
+    let before = results_digest(&c).await;
+    c.batch_execute(&format!(
+        "INSERT INTO viewing_log (id, user_id, video_id, started_at, start_position, end_position)
+         SELECT max(id) + 1, 424242, 1, timestamptz '{first} 12:00:00+09' - interval '1 day', 0, 10 FROM viewing_log"
+    ))
+    .await
+    .unwrap();
+
+    let o = settle_output(&db.url, &["run", "--date", &day_arg(last)]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("plays before {first}")) && err.contains("settle run --all"),
+        "{err}"
+    );
+    assert_eq!(results_digest(&c).await, before, "nothing published");
+
+    settle_ok(&db.url, &["run", "--all"]).await;
+    assert_matches_reference(&c, "after the backfill was settled").await;
+    db.drop_db().await;
+}
+
+/// A play of the settled day before, still running when that day was
+/// settled and written afterwards: the next nightly run notices it in the
+/// day's tail count, settles that day again with its own, says so, and
+/// matches the reference. A nightly run with nothing late restates nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_play_written_after_its_day_was_settled_is_counted_by_the_next_night() {
+    let db = TestDb::new().await.unwrap();
+    let c = db.connect().await.unwrap();
+    load_hard_data(&c, 0.29, 2000, Order::Logged).await;
+    let (first, last) = data_days(&c).await;
+    let eve = Day(last.0 - 1);
+    settle_ok(
+        &db.url,
+        &[
+            "run",
+            "--from",
+            &day_arg(first),
+            "--to",
+            &day_arg(Day(eve.0 - 1)),
+        ],
+    )
+    .await;
+    let o = settle_ok(&db.url, &["run", "--date", &day_arg(eve), "--json"]).await;
+    assert!(stdout_json(&o)["restated_from"].is_null(), "{}", text(&o));
+
+    // Written now: a play that started at 23:58 on `eve`.
+    c.batch_execute(&format!(
+        "INSERT INTO viewing_log (id, user_id, video_id, started_at, start_position, end_position)
+         SELECT max(id) + 1, 515151, 1, timestamptz '{eve} 23:58:00+09', 0, 1 FROM viewing_log"
+    ))
+    .await
+    .unwrap();
+    let o = settle_ok(&db.url, &["run", "--date", &day_arg(last), "--json"]).await;
+    let s = stdout_json(&o);
+    assert_eq!(
+        s["restated_from"].as_str(),
+        Some(day_arg(eve).as_str()),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(s["first_day"].as_str(), Some(day_arg(eve).as_str()));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("1 more plays in its last hours"),
+        "{}",
+        text(&o)
+    );
+    assert_matches_reference(&c, "after a late play of a settled day").await;
+    db.drop_db().await;
+}

@@ -25,6 +25,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_partition_result_storage.sql",
         sql: include_str!("../../sql/migrations/0003_partition_result_storage.sql"),
     },
+    Migration {
+        name: "0004_settled_day_tail.sql",
+        sql: include_str!("../../sql/migrations/0004_settled_day_tail.sql"),
+    },
 ];
 
 /// Serialises concurrent `migrate` calls on one database.
