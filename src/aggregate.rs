@@ -215,6 +215,8 @@ pub struct Aggregator<'a> {
     since_evict: u32,
     spare: Vec<Vec<Cell>>,
     tails: Vec<(i32, u64)>,
+    /// (day, its tail start) of the last row counted.
+    tail_day: (i32, i64),
 }
 
 impl<'a> Aggregator<'a> {
@@ -253,6 +255,7 @@ impl<'a> Aggregator<'a> {
             since_evict: 0,
             spare: scratch.spare,
             tails: Vec::new(),
+            tail_day: (i32::MIN, i64::MIN),
         }
     }
 
@@ -328,10 +331,10 @@ impl<'a> Aggregator<'a> {
             let d = seoul_day_pg(p.started_at).0;
             self.day_lo = self.day_lo.min(d);
             self.day_hi = self.day_hi.max(d);
-            if p.started_at >= day_tail_from(Day(d), self.allowance) {
-                match self.tails.iter_mut().rev().find(|t| t.0 == d) {
+            if p.started_at >= self.tail_from(d) {
+                match self.tails.last_mut().filter(|t| t.0 == d) {
                     Some(t) => t.1 += 1,
-                    None => self.tails.push((d, 1)),
+                    None => self.count_tail_slow(d),
                 }
             }
         }
@@ -430,6 +433,31 @@ impl<'a> Aggregator<'a> {
             self.since_evict = 0;
             self.evict();
         }
+    }
+
+    /// Where day `d`'s tail starts, cached for the day of the last row.
+    #[inline(always)]
+    fn tail_from(&mut self, d: i32) -> i64 {
+        if self.tail_day.0 != d {
+            self.tail_day = (d, day_tail_from(Day(d), self.allowance));
+        }
+        self.tail_day.1
+    }
+
+    #[cold]
+    fn count_tail_slow(&mut self, d: i32) {
+        match self.tails.iter_mut().find(|t| t.0 == d) {
+            Some(t) => t.1 += 1,
+            None => self.tails.push((d, 1)),
+        }
+        // The day counted last stays at the end, where the next row looks.
+        let i = self
+            .tails
+            .iter()
+            .position(|t| t.0 == d)
+            .expect("just counted");
+        let last = self.tails.len() - 1;
+        self.tails.swap(i, last);
     }
 
     /// Drops window records no non-late row can reach any more.
