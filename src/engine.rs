@@ -906,6 +906,22 @@ async fn reconcile_plan(
 
 async fn new_plan(snap: &Client, scope: &Scope, opts: &RunOptions) -> Result<Vec<Partition>> {
     let (lo, hi, estimate): (Option<i64>, Option<i64>, i64) = if scope.read_lo.is_none() {
+        // A date range excludes them by itself; every row of --all needs a
+        // Seoul day, and an infinite started_at has none.
+        let infinite = snap
+            .query_opt(
+                "SELECT id, started_at::text FROM viewing_log WHERE started_at IN ('infinity', '-infinity') LIMIT 1",
+                &[],
+            )
+            .await
+            .db("checking viewing_log for infinite started_at")?;
+        if let Some(r) = infinite {
+            return Err(Error::Refused(format!(
+                "viewing_log row {} has started_at = {}, which falls on no Seoul day; correct or delete that row, then run again",
+                r.get::<_, i64>(0),
+                r.get::<_, String>(1)
+            )));
+        }
         let r = snap
             .query_one(
                 "SELECT min(id), max(id), (SELECT greatest(reltuples, 0)::int8 FROM pg_class WHERE oid = 'viewing_log'::regclass) FROM viewing_log",

@@ -1014,3 +1014,31 @@ async fn a_play_written_after_its_day_was_settled_is_counted_by_the_next_night()
     assert_matches_reference(&c, "after a late play of a settled day").await;
     db.drop_db().await;
 }
+
+/// A row whose started_at is infinite belongs to no Seoul day: `--all`
+/// refuses before reading, names the row, and publishes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_infinite_started_at_is_refused_by_name() {
+    let db = TestDb::new().await.unwrap();
+    let c = db.connect().await.unwrap();
+    load_hard_data(&c, 0.71, 1000, Order::Logged).await;
+    let id: i64 = c
+        .query_one(
+            "INSERT INTO viewing_log (id, user_id, video_id, started_at, start_position, end_position)
+             SELECT max(id) + 1, 616161, 1, 'infinity', 0, 1 FROM viewing_log RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let o = settle_output(&db.url, &["run", "--all"]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("row {id} has started_at = infinity")),
+        "{err}"
+    );
+    assert_eq!(results_digest(&c).await, "0/0/0:---");
+    assert!(settled_days(&c).await.is_empty());
+    db.drop_db().await;
+}
