@@ -157,7 +157,10 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub attempts: u32,
     /// How far (minutes) a play's started_at may trail the log order before the
-    /// reader treats it as late and settles it through the exact path.
+    /// reader treats it as late and settles it through the exact path. Also the
+    /// span of a settled day's last hours that the next `--from` run recounts:
+    /// plays written there since the day was settled make the run settle that
+    /// day again.
     #[arg(long, default_value_t = settle::engine::DEFAULT_DISORDER_MINUTES)]
     pub disorder_minutes: u32,
     /// Print the summary as one JSON object on stdout.
