@@ -446,18 +446,15 @@ impl<'a> Aggregator<'a> {
 
     #[cold]
     fn count_tail_slow(&mut self, d: i32) {
-        match self.tails.iter_mut().find(|t| t.0 == d) {
-            Some(t) => t.1 += 1,
+        // The day counted last goes to the end, where the next row looks.
+        match self.tails.iter().position(|t| t.0 == d) {
+            Some(i) => {
+                let last = self.tails.len() - 1;
+                self.tails.swap(i, last);
+                self.tails[last].1 += 1;
+            }
             None => self.tails.push((d, 1)),
         }
-        // The day counted last stays at the end, where the next row looks.
-        let i = self
-            .tails
-            .iter()
-            .position(|t| t.0 == d)
-            .expect("just counted");
-        let last = self.tails.len() - 1;
-        self.tails.swap(i, last);
     }
 
     /// Drops window records no non-late row can reach any more.

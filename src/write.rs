@@ -92,7 +92,11 @@ impl CopyBuf {
     }
 }
 
-async fn copy_in(tx: &Transaction<'_>, sql: &str, chunks: Vec<Bytes>) -> Result<u64> {
+async fn copy_in(
+    tx: &Transaction<'_>,
+    sql: &str,
+    chunks: impl IntoIterator<Item = Bytes>,
+) -> Result<u64> {
     let sink = tx
         .copy_in::<_, Bytes>(sql)
         .await
@@ -155,21 +159,6 @@ impl Doomed {
 
     fn len(&self) -> usize {
         self.len
-    }
-
-    /// Copies the keys into `publish_doomed` as (period_kind, period_start,
-    /// id), encoding a chunk at a time and freeing each block once encoded.
-    async fn copy_to(self, tx: &Transaction<'_>) -> Result<u64> {
-        let sql = "COPY publish_doomed (period_kind, period_start, id) FROM STDIN (FORMAT binary)";
-        let sink = tx
-            .copy_in::<_, Bytes>(sql)
-            .await
-            .db(format!("starting {sql}"))?;
-        futures_util::pin_mut!(sink);
-        for c in self.into_chunks() {
-            sink.send(c).await.db(format!("writing {sql}"))?;
-        }
-        sink.finish().await.db(format!("finishing {sql}"))
     }
 
     /// The binary COPY payload, produced lazily a chunk at a time.
@@ -303,7 +292,12 @@ async fn replace_sums(
         )
         .await
         .db("preparing the list of replaced rows")?;
-        doomed.copy_to(tx).await?;
+        copy_in(
+            tx,
+            "COPY publish_doomed (period_kind, period_start, id) FROM STDIN (FORMAT binary)",
+            doomed.into_chunks(),
+        )
+        .await?;
         let sql = format!(
             "DELETE FROM {table} t USING publish_doomed d \
              WHERE t.period_kind = d.period_kind AND t.period_start = d.period_start AND t.{key} = d.id",

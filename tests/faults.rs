@@ -233,6 +233,21 @@ async fn append_plays(c: &Client, plays: i64, bad: i64) {
     .unwrap();
 }
 
+/// One play of video 1 by `user`, from position 0 to `end`, with the next
+/// id; `started_at` is an SQL expression. Returns its id.
+async fn append_play(c: &Client, user: i64, started_at: &str, end: i32) -> i64 {
+    c.query_one(
+        &format!(
+            "INSERT INTO viewing_log (id, user_id, video_id, started_at, start_position, end_position)
+             SELECT max(id) + 1, $1, 1, {started_at}, 0, $2 FROM viewing_log RETURNING id"
+        ),
+        &[&user, &end],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
 async fn log_rows(c: &Client) -> i64 {
     c.query_one("SELECT count(*) FROM viewing_log", &[])
         .await
@@ -944,12 +959,13 @@ async fn plays_backfilled_before_the_settled_history_stop_the_next_run() {
     )
     .await;
     let before = results_digest(&c).await;
-    c.batch_execute(&format!(
-        "INSERT INTO viewing_log (id, user_id, video_id, started_at, start_position, end_position)
-         SELECT max(id) + 1, 424242, 1, timestamptz '{first} 12:00:00+09' - interval '1 day', 0, 10 FROM viewing_log"
-    ))
-    .await
-    .unwrap();
+    append_play(
+        &c,
+        424242,
+        &format!("'{first} 12:00:00+09'::timestamptz - interval '1 day'"),
+        10,
+    )
+    .await;
 
     let o = settle_output(&db.url, &["run", "--date", &day_arg(last)]).await;
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
@@ -991,12 +1007,7 @@ async fn a_play_written_after_its_day_was_settled_is_counted_by_the_next_night()
     assert!(stdout_json(&o)["restated_from"].is_null(), "{}", text(&o));
 
     // Written now: a play that started at 23:58 on `eve`.
-    c.batch_execute(&format!(
-        "INSERT INTO viewing_log (id, user_id, video_id, started_at, start_position, end_position)
-         SELECT max(id) + 1, 515151, 1, timestamptz '{eve} 23:58:00+09', 0, 1 FROM viewing_log"
-    ))
-    .await
-    .unwrap();
+    append_play(&c, 515151, &format!("'{eve} 23:58:00+09'"), 1).await;
     let o = settle_ok(&db.url, &["run", "--date", &day_arg(last), "--json"]).await;
     let s = stdout_json(&o);
     assert_eq!(
@@ -1022,15 +1033,7 @@ async fn an_infinite_started_at_is_refused_by_name() {
     let db = TestDb::new().await.unwrap();
     let c = db.connect().await.unwrap();
     load_hard_data(&c, 0.71, 1000, Order::Logged).await;
-    let id: i64 = c
-        .query_one(
-            "INSERT INTO viewing_log (id, user_id, video_id, started_at, start_position, end_position)
-             SELECT max(id) + 1, 616161, 1, 'infinity', 0, 1 FROM viewing_log RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let id = append_play(&c, 616161, "'infinity'", 1).await;
     let o = settle_output(&db.url, &["run", "--all"]).await;
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
