@@ -64,7 +64,12 @@ pub fn partition_query(p: &Partition, scope: &Scope) -> String {
 /// Rows per partition the default aims at: big enough that the per-partition
 /// edges (look-back seeds, checkpoint writes) stay a small share of the work,
 /// small enough that a restart re-reads little and workers stay balanced.
-pub const TARGET_ROWS_PER_PARTITION: u64 = 8_000_000;
+/// Each edge between partitions costs the exact path about 0.25 s at 100M
+/// rows; `settle run --all` with 8 partitions took 1.7-2.4 s there against
+/// 3.2 s with 14 (8M rows each), and peaked at 428-437 MiB against 431-447.
+/// With 4 the exact path took 0.7 s but the peak rose to 477 MiB: a
+/// finishing partition's cells and its kept copy grow with its size.
+pub const TARGET_ROWS_PER_PARTITION: u64 = 16_000_000;
 
 /// The default partition count for about `rows` rows read by `streams`
 /// concurrent streams: a multiple of the streams, so the last round of
@@ -120,9 +125,10 @@ mod tests {
     #[test]
     fn default_count_scales_with_rows() {
         assert_eq!(default_count(1_000, 2), 2);
-        assert_eq!(default_count(100_000_000, 1), 13);
-        assert_eq!(default_count(100_000_000, 2), 14);
-        assert_eq!(default_count(100_000_000, 4), 16);
+        assert_eq!(default_count(100_000_000, 1), 7);
+        assert_eq!(default_count(100_000_000, 2), 8);
+        assert_eq!(default_count(100_000_000, 4), 8);
+        assert_eq!(default_count(3_000_000, 2), 2);
         assert_eq!(default_count(0, 4), 4);
     }
 
