@@ -495,9 +495,9 @@ pub async fn stop_requested(c: &Client, exec: i64) -> Result<bool> {
 const COMPACT: &[u8; 4] = b"SPV2";
 
 /// Kept results in varint bincode: the day cells are small numbers, so this
-/// is about a third of the fixed-width size (17 MB → 6 MB per partition at
-/// 100M rows). Every run writes them while it reads, so that is server
-/// work and memory the read does not compete with.
+/// is about half the fixed-width size (17 MB → 7.8 MB per partition at
+/// 100M rows). A run writes them while it is still reading, so their size
+/// is server work and memory that the read competes with.
 fn encode_output(out: &PartitionOutput) -> Vec<u8> {
     use bincode::Options;
     let mut blob = COMPACT.to_vec();
