@@ -259,6 +259,15 @@ fn day_arg(d: Day) -> String {
     d.to_string()
 }
 
+/// `settle run --from first --to last`, which must succeed.
+async fn settle_days(url: &str, first: Day, last: Day) -> Output {
+    settle_ok(
+        url,
+        &["run", "--from", &day_arg(first), "--to", &day_arg(last)],
+    )
+    .await
+}
+
 /// 1. SIGKILL mid-read, then a rerun: the killed execution becomes ABANDONED,
 /// the rerun keeps the killed run's completed partitions and reads only the
 /// others, and the results equal the reference's (no double counting).
@@ -947,17 +956,7 @@ async fn plays_backfilled_before_the_settled_history_stop_the_next_run() {
     let c = db.connect().await.unwrap();
     load_hard_data(&c, 0.61, 2000, Order::Logged).await;
     let (first, last) = data_days(&c).await;
-    settle_ok(
-        &db.url,
-        &[
-            "run",
-            "--from",
-            &day_arg(first),
-            "--to",
-            &day_arg(Day(last.0 - 1)),
-        ],
-    )
-    .await;
+    settle_days(&db.url, first, Day(last.0 - 1)).await;
     let before = results_digest(&c).await;
     append_play(
         &c,
@@ -992,17 +991,7 @@ async fn a_play_written_after_its_day_was_settled_is_counted_by_the_next_night()
     load_hard_data(&c, 0.29, 2000, Order::Logged).await;
     let (first, last) = data_days(&c).await;
     let eve = Day(last.0 - 1);
-    settle_ok(
-        &db.url,
-        &[
-            "run",
-            "--from",
-            &day_arg(first),
-            "--to",
-            &day_arg(Day(eve.0 - 1)),
-        ],
-    )
-    .await;
+    settle_days(&db.url, first, Day(eve.0 - 1)).await;
     let o = settle_ok(&db.url, &["run", "--date", &day_arg(eve), "--json"]).await;
     assert!(stdout_json(&o)["restated_from"].is_null(), "{}", text(&o));
 
