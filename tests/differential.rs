@@ -200,3 +200,62 @@ async fn a_rerun_writes_only_what_changed() {
     assert_matches_reference(&c, "rerun after the log and the stored rows changed").await;
     db.drop_db().await;
 }
+
+/// A date range that holds most of the log is split between the log's first
+/// and last id, with no counting pass over its rows first; a narrow one
+/// between the first and last id of its own rows. Both settle exactly.
+#[tokio::test(flavor = "multi_thread")]
+async fn wide_and_narrow_ranges_are_planned_from_their_own_bounds_and_stay_exact() {
+    let db = TestDb::new().await.unwrap();
+    let c = db.connect().await.unwrap();
+    load_hard_data(&c, 0.53, 3000, Order::Logged).await;
+    // The choice follows the planner's estimate, which needs statistics.
+    c.batch_execute("ANALYZE viewing_log").await.unwrap();
+    let database = db.database().await.unwrap();
+    let (first, last) = data_days(&c).await;
+    let bounds_of = |sql: String| {
+        let c = &c;
+        async move {
+            let r = c.query_one(&sql, &[]).await.unwrap();
+            (r.get::<_, i64>(0), r.get::<_, i64>(1))
+        }
+    };
+    // Rows a run of days a..=b reads: those days plus the 30 s look-back.
+    let rows_of = |a: Day, b: Day| {
+        format!(
+            "SELECT min(id), max(id) FROM viewing_log
+             WHERE started_at >= (CAST(date '{a}' AS timestamp) AT TIME ZONE INTERVAL '+09:00') - interval '30 seconds'
+               AND started_at < (CAST(date '{}' AS timestamp) AT TIME ZONE INTERVAL '+09:00')",
+            b.next()
+        )
+    };
+    let plan_of = |exec: i64| {
+        format!(
+            "SELECT min(id_lo), max(id_hi) FROM partition_execution WHERE execution_id = {exec}"
+        )
+    };
+    let log = bounds_of("SELECT min(id), max(id) FROM viewing_log".into()).await;
+
+    let narrow = run(&database, &opts(Requested::Days(first, first), 3, 2)).await;
+    let own = bounds_of(rows_of(first, first)).await;
+    assert_ne!(own, log, "the first day alone must not span the log");
+    assert_eq!(bounds_of(plan_of(narrow.execution_id)).await, own);
+
+    let wide = run(&database, &opts(Requested::Days(first.next(), last), 3, 2)).await;
+    let own = bounds_of(rows_of(first.next(), last)).await;
+    assert_ne!(own, log, "the test needs rows outside the wide range");
+    assert_eq!(bounds_of(plan_of(wide.execution_id)).await, log);
+    assert_eq!(
+        wide.rows_read,
+        c.query_one(
+            &rows_of(first.next(), last).replace("min(id), max(id)", "count(*)"),
+            &[]
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0) as u64,
+        "the wide plan reads only the range's rows"
+    );
+    assert_matches_reference(&c, "a narrow range, then a wide one").await;
+    db.drop_db().await;
+}
