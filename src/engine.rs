@@ -649,22 +649,37 @@ async fn execute(
                 })
             })
             .collect();
-        let mut replaced_days = Vec::new();
-        for p in &partial {
-            let mut d = p.start.max(first);
-            while d <= p.last_day().min(last) {
-                replaced_days.push(d);
-                d = d.next();
-            }
-        }
+        let partial: Vec<_> = partial
+            .into_iter()
+            .map(|p| (p, settle::Rebase::choose(p, first, last)))
+            .collect();
+        let mut stored_days: Vec<Day> = partial
+            .iter()
+            .flat_map(|&(p, how)| how.days(p, first, last))
+            .collect();
+        stored_days.sort_unstable();
+        stored_days.dedup();
+        let stored_periods: Vec<_> = partial
+            .iter()
+            .filter(|(_, how)| *how == settle::Rebase::Stored)
+            .map(|&(p, _)| p)
+            .collect();
         let (old_days, old_periods) =
-            ledger::stored_video_rows(&*repo, &replaced_days, &partial).await?;
+            ledger::stored_video_rows(&*repo, &stored_days, &stored_periods).await?;
         tracing::debug!(
             secs = t_settle.elapsed().as_secs_f64(),
+            days = stored_days.len(),
             "settle: stored rows read"
         );
-        let mut video_rows =
-            settle::roll_up(&day_rows, &old_days, &old_periods, &periods, &partial);
+        let mut video_rows = settle::roll_up(
+            &day_rows,
+            &old_days,
+            &old_periods,
+            &periods,
+            &partial,
+            (first, last),
+        );
+        tracing::debug!(secs = t_settle.elapsed().as_secs_f64(), "settle: rolled up");
         video_rows.extend(day_rows);
         tracing::debug!(secs = t_settle.elapsed().as_secs_f64(), "settle: rolled up");
         let (creator_rows, unattributed) = settle::creators(&video_rows, &catalog);
