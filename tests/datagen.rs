@@ -557,3 +557,48 @@ async fn bench_small() {
     std::fs::remove_dir_all(&dir).ok();
     db.drop_db().await;
 }
+
+/// `settle bench datagen --pairs 3` at a small size: the pairs alternate
+/// which goes first, the record's ratio is the median of theirs, and
+/// pgbench's tables are gone afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_pairs_alternate_and_report_the_median_ratio() {
+    let db = TestDb::new().await.expect("test db");
+    let dir = std::env::temp_dir().join(format!("settle-datagen-pairs-{}", std::process::id()));
+    #[derive(clap::Parser)]
+    struct W {
+        #[command(flatten)]
+        b: settle_datagen::BenchArgs,
+    }
+    let args = <W as clap::Parser>::parse_from(["bench", "--rows", "200000", "--pairs", "3"]).b;
+    let r = settle_datagen::bench_vs_pgbench(&args, db.config(), &dir)
+        .await
+        .expect("bench runs");
+    let first: Vec<bool> = r.pairs.iter().map(|p| p.datagen_first).collect();
+    assert_eq!(first, [true, false, true]);
+    let mut ratios: Vec<f64> = r.pairs.iter().map(|p| p.ratio.expect("timed")).collect();
+    ratios.sort_by(f64::total_cmp);
+    assert_eq!(r.ratio, Some(ratios[1]));
+    assert_eq!(r.rows, 200_000);
+    let md = std::fs::read_to_string(&r.md_path).unwrap();
+    assert!(
+        md.contains("median of the pairs") && md.contains("| 2 | pgbench |"),
+        "{md}"
+    );
+    let c = db.connect().await.unwrap();
+    assert_eq!(
+        one_i64(
+            &c,
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'pgbench%'"
+        )
+        .await,
+        0,
+        "pgbench's tables were left behind"
+    );
+    assert_eq!(
+        one_i64(&c, "SELECT count(*) FROM viewing_log").await,
+        200_000
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    db.drop_db().await;
+}

@@ -34,6 +34,12 @@ pub struct BenchArgs {
     #[arg(long)]
     pub skip_pgbench: bool,
 
+    /// Pairs to time, one after the other, alternating which of the two goes
+    /// first. The ratio is the median of the pairs' ratios: on a shared
+    /// machine whose speed drifts, more pairs give a steadier figure.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub pairs: u32,
+
     /// Generator threads for datagen [default: the number of cores].
     #[arg(long, value_name = "N", default_value_t = default_jobs(), hide_default_value = true)]
     pub jobs: usize,
@@ -56,12 +62,26 @@ pub struct BenchRecord {
     pub pgbench_secs: Option<f64>,
     /// pgbench's own "done in ..." line with its phase times.
     pub pgbench_report: Option<String>,
-    /// datagen_secs / pgbench_secs.
+    /// The median of the pairs' datagen_secs / pgbench_secs (with one pair,
+    /// its ratio). The times above are the medians of the pairs' times;
+    /// `datagen` is the last run's account and the peak the highest.
     pub ratio: Option<f64>,
+    /// Every pair, in the order run.
+    pub pairs: Vec<PairRecord>,
     pub target_ratio: f64,
     pub meets_target: Option<bool>,
     pub json_path: String,
     pub md_path: String,
+}
+
+/// One timed pair.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairRecord {
+    pub datagen_first: bool,
+    pub datagen_secs: f64,
+    pub datagen_peak_rss_mib: Option<f64>,
+    pub pgbench_secs: Option<f64>,
+    pub ratio: Option<f64>,
 }
 
 fn vm_hwm_kib() -> Option<u64> {
@@ -158,6 +178,57 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
+/// The median (the mean of the middle two for an even count).
+fn median(xs: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = xs.collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// One `settle datagen` with this process's peak memory during it.
+async fn time_datagen(
+    dargs: &DatagenArgs,
+    pg: &Config,
+) -> Result<(Summary, f64, Option<f64>), Error> {
+    // Writing 5 to clear_refs resets VmHWM, so the peak is datagen's own.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let started = Instant::now();
+    let summary = crate::run(dargs, pg).await?;
+    let secs = round3(started.elapsed().as_secs_f64());
+    let peak = vm_hwm_kib().map(|k| round3(k as f64 / 1024.0));
+    eprintln!("{summary}");
+    Ok((summary, secs, peak))
+}
+
+/// One `pgbench -i`, its tables dropped after it whatever its outcome.
+async fn time_pgbench(
+    client: &tokio_postgres::Client,
+    pg: &Config,
+    scale: u64,
+) -> Result<(f64, Option<String>), Error> {
+    let pg2 = pg.clone();
+    let result = tokio::task::spawn_blocking(move || run_pgbench(&pg2, scale))
+        .await
+        .map_err(|e| Error::Internal(format!("pgbench task: {e}")))?;
+    // pgbench's tables are no part of the project: drop them either way.
+    client
+        .batch_execute(
+            "DROP TABLE IF EXISTS pgbench_accounts, pgbench_branches, pgbench_history, pgbench_tellers",
+        )
+        .await
+        .map_err(Error::db("dropping pgbench's tables"))?;
+    let (secs, report) = result?;
+    Ok((round3(secs), report))
+}
+
 /// Runs the benchmark and writes its record into `results_dir`.
 pub async fn bench_vs_pgbench(
     args: &BenchArgs,
@@ -184,32 +255,47 @@ pub async fn bench_vs_pgbench(
         .map_err(Error::db("reading the server version"))?
         .get(0);
 
-    // Writing 5 to clear_refs resets VmHWM, so the peak is datagen's own.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let started = Instant::now();
-    let summary = crate::run(&dargs, pg).await?;
-    let datagen_secs = round3(started.elapsed().as_secs_f64());
-    let peak = vm_hwm_kib().map(|k| round3(k as f64 / 1024.0));
-    eprintln!("{summary}");
-
-    let (pgbench_secs, pgbench_report) = if args.skip_pgbench {
-        (None, None)
-    } else {
-        let pg2 = pg.clone();
-        let result = tokio::task::spawn_blocking(move || run_pgbench(&pg2, scale))
-            .await
-            .map_err(|e| Error::Internal(format!("pgbench task: {e}")))?;
-        // pgbench's tables are no part of the project: drop them either way.
-        client
-            .batch_execute(
-                "DROP TABLE IF EXISTS pgbench_accounts, pgbench_branches, pgbench_history, pgbench_tellers",
-            )
-            .await
-            .map_err(Error::db("dropping pgbench's tables"))?;
-        let (secs, report) = result?;
-        (Some(round3(secs)), report)
-    };
-    let ratio = pgbench_secs.map(|p| round3(datagen_secs / p));
+    let mut pairs = Vec::new();
+    let mut last = None;
+    let mut pgbench_report = None;
+    for i in 0..args.pairs.max(1) {
+        let with_pgbench = !args.skip_pgbench;
+        let datagen_first = i % 2 == 0 || !with_pgbench;
+        if args.pairs > 1 {
+            eprintln!(
+                "pair {} of {}: {} first",
+                i + 1,
+                args.pairs,
+                if datagen_first { "datagen" } else { "pgbench" }
+            );
+        }
+        let mut pgbench_secs = None;
+        if !datagen_first {
+            let (secs, report) = time_pgbench(&client, pg, scale).await?;
+            (pgbench_secs, pgbench_report) = (Some(secs), report);
+        }
+        let (summary, datagen_secs, peak) = time_datagen(&dargs, pg).await?;
+        if datagen_first && with_pgbench {
+            let (secs, report) = time_pgbench(&client, pg, scale).await?;
+            (pgbench_secs, pgbench_report) = (Some(secs), report);
+        }
+        pairs.push(PairRecord {
+            datagen_first,
+            datagen_secs,
+            datagen_peak_rss_mib: peak,
+            pgbench_secs,
+            ratio: pgbench_secs.map(|p| round3(datagen_secs / p)),
+        });
+        last = Some(summary);
+    }
+    let summary = last.expect("at least one pair");
+    let datagen_secs = median(pairs.iter().map(|p| p.datagen_secs)).expect("a pair");
+    let peak = pairs
+        .iter()
+        .filter_map(|p| p.datagen_peak_rss_mib)
+        .reduce(f64::max);
+    let pgbench_secs = median(pairs.iter().filter_map(|p| p.pgbench_secs));
+    let ratio = median(pairs.iter().filter_map(|p| p.ratio)).map(round3);
 
     let date = chrono::Local::now().date_naive().to_string();
     std::fs::create_dir_all(results_dir)
@@ -231,6 +317,7 @@ pub async fn bench_vs_pgbench(
         pgbench_secs,
         pgbench_report,
         ratio,
+        pairs,
         target_ratio: TARGET_RATIO,
         meets_target: ratio.map(|r| r <= TARGET_RATIO),
         json_path: json_path.display().to_string(),
@@ -249,13 +336,22 @@ fn markdown(r: &BenchRecord) -> String {
     let d = &r.datagen;
     let mut s = format!(
         "# settle datagen vs pgbench -i ({})\n\n\
-         PostgreSQL {}, {} cores. Both ran against the same database, datagen first, then pgbench.\n\n\
+         PostgreSQL {}, {} cores. Both ran against the same database, {}.\n\n\
          | run | rows | time (s) | rows/s | peak RSS (MiB) |\n\
          |---|---:|---:|---:|---:|\n\
-         | settle datagen (generate+load {:.1} s, PK+BRIN {:.1} s, ANALYZE {:.1} s) | {} | {:.1} | {:.0} | {} |\n",
+         | settle datagen ({}generate+load {:.1} s, PK+BRIN {:.1} s, ANALYZE {:.1} s) | {} | {:.1} | {:.0} | {} |\n",
         r.date,
         r.server_version,
         r.cores,
+        if r.pairs.len() > 1 {
+            format!(
+                "in {} pairs one after the other, alternating which went first; times are medians",
+                r.pairs.len()
+            )
+        } else {
+            "datagen first, then pgbench".into()
+        },
+        if r.pairs.len() > 1 { "last run: " } else { "" },
         d.generate_load_secs,
         d.index_secs,
         d.analyze_secs,
@@ -273,10 +369,38 @@ fn markdown(r: &BenchRecord) -> String {
             rows as f64 / secs.max(1e-9)
         ));
     }
+    if r.pairs.len() > 1 {
+        s.push_str(
+            "\n| pair | first | datagen (s) | pgbench (s) | ratio |\n|---:|---|---:|---:|---:|\n",
+        );
+        for (i, p) in r.pairs.iter().enumerate() {
+            let opt = |x: Option<f64>, prec: usize| {
+                x.map(|v| format!("{v:.prec$}"))
+                    .unwrap_or_else(|| "n/a".into())
+            };
+            s.push_str(&format!(
+                "| {} | {} | {:.1} | {} | {} |\n",
+                i + 1,
+                if p.datagen_first {
+                    "datagen"
+                } else {
+                    "pgbench"
+                },
+                p.datagen_secs,
+                opt(p.pgbench_secs, 1),
+                opt(p.ratio, 3),
+            ));
+        }
+    }
     s.push('\n');
     match r.ratio {
         Some(ratio) => s.push_str(&format!(
-            "Ratio datagen / pgbench: **{ratio:.3}** (target <= {}: {}).\n",
+            "Ratio datagen / pgbench{}: **{ratio:.3}** (target <= {}: {}).\n",
+            if r.pairs.len() > 1 {
+                ", median of the pairs"
+            } else {
+                ""
+            },
             r.target_ratio,
             if ratio <= r.target_ratio {
                 "met"
