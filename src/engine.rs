@@ -679,7 +679,6 @@ async fn execute(
             &partial,
             (first, last),
         );
-        tracing::debug!(secs = t_settle.elapsed().as_secs_f64(), "settle: rolled up");
         video_rows.extend(day_rows);
         tracing::debug!(secs = t_settle.elapsed().as_secs_f64(), "settle: rolled up");
         let (creator_rows, unattributed) = settle::creators(&video_rows, &catalog);
