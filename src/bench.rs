@@ -118,6 +118,31 @@ pub struct BenchRecord {
     pub engine_ns_per_row: f64,
 }
 
+/// The tables that hold viewing_log's rows: itself, or its leaf partitions
+/// (a full `settle datagen` load partitions it by id range).
+const LEAVES: &str = "SELECT relid FROM pg_partition_tree('viewing_log') WHERE isleaf \
+     UNION ALL SELECT oid FROM pg_class WHERE oid = 'viewing_log'::regclass AND relkind = 'r'";
+
+/// The floor's query for pages `lo..hi` of the leaves laid end to end: a
+/// TID range scan of each leaf's share.
+fn ctid_range_query(leaves: &[(String, i64)], lo: i64, hi: i64) -> String {
+    let mut parts = Vec::new();
+    let mut base = 0;
+    for (rel, pages) in leaves {
+        let (a, b) = (lo.max(base) - base, hi.min(base + pages) - base);
+        if a < b {
+            parts.push(format!(
+                "SELECT {PLAY_COLUMNS} FROM {rel} WHERE ctid >= '({a},0)'::tid AND ctid < '({b},0)'::tid"
+            ));
+        }
+        base += pages;
+    }
+    if parts.is_empty() {
+        return format!("SELECT {PLAY_COLUMNS} FROM viewing_log WHERE false");
+    }
+    parts.join(" UNION ALL ")
+}
+
 /// Runs the bench against `database` using the `settle` binary at `exe`.
 pub async fn bench(
     database: &Database,
@@ -133,7 +158,7 @@ pub async fn bench(
     });
     let r = c
         .query_one(
-            "SELECT count(*), pg_table_size('viewing_log'), min(id), max(id) FROM viewing_log",
+            &format!("SELECT count(*), (SELECT sum(pg_table_size(relid))::int8 FROM ({LEAVES}) l), min(id), max(id) FROM viewing_log"),
             &[],
         )
         .await
@@ -170,23 +195,23 @@ pub async fn bench(
             )
         })
         .collect();
-    let pages: i64 = c
-        .query_one(
-            "SELECT (pg_relation_size('viewing_log') / current_setting('block_size')::int8)",
+    let leaves: Vec<(String, i64)> = c
+        .query(
+            &format!(
+                "SELECT relid::regclass::text, pg_relation_size(relid) / current_setting('block_size')::int8 \
+                 FROM ({LEAVES}) l ORDER BY pg_relation_size(relid) DESC, 1"
+            ),
             &[],
         )
         .await
         .db("sizing viewing_log")?
-        .get(0);
-    let ctid_queries: Vec<String> = split(0, pages.max(1), workers as u32)
         .iter()
-        .map(|p| {
-            format!(
-                "SELECT {PLAY_COLUMNS} FROM viewing_log WHERE ctid >= '({},0)'::tid AND ctid < '({},0)'::tid",
-                p.id_lo,
-                p.id_hi + 1
-            )
-        })
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let pages: i64 = leaves.iter().map(|l| l.1).sum();
+    let ctid_queries: Vec<String> = split(0, pages.max(1) - 1, workers as u32)
+        .iter()
+        .map(|p| ctid_range_query(&leaves, p.id_lo, p.id_hi + 1))
         .collect();
     for run in 0..args.runs {
         eprintln!("bench: floor run {}/{}", run + 1, args.runs);
@@ -579,4 +604,30 @@ pub fn url_for(database: &Database, explicit: Option<&str>) -> String {
         c.get_dbname().unwrap_or("settle"),
         c.get_ports().first().copied().unwrap_or(db::embedded::PORT)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The floor's page ranges cover every page of every leaf exactly once,
+    /// a range crossing from one leaf into the next reading both.
+    #[test]
+    fn ctid_ranges_cover_the_leaves_end_to_end() {
+        let leaves = [("p0".to_string(), 10), ("p1".to_string(), 6)];
+        let q: Vec<String> = split(0, 15, 2)
+            .iter()
+            .map(|p| ctid_range_query(&leaves, p.id_lo, p.id_hi + 1))
+            .collect();
+        let range = |rel: &str, a: i64, b: i64| {
+            format!("SELECT {PLAY_COLUMNS} FROM {rel} WHERE ctid >= '({a},0)'::tid AND ctid < '({b},0)'::tid")
+        };
+        assert_eq!(q[0], range("p0", 0, 8));
+        assert_eq!(
+            q[1],
+            format!("{} UNION ALL {}", range("p0", 8, 10), range("p1", 0, 6))
+        );
+        let plain = [("viewing_log".to_string(), 5)];
+        assert_eq!(ctid_range_query(&plain, 0, 5), range("viewing_log", 0, 5));
+    }
 }

@@ -126,21 +126,24 @@ async fn same_seed_same_tables_whatever_jobs() {
     );
     gen(&b, &["--rows", "200000", "--videos", "5000", "--jobs", "3"]).await;
     assert_eq!(log_hash(&cb, "").await, ha);
-    // Parallel COPY streams (an alternative load design) load the same rows.
-    let s3 = gen(
-        &a,
-        &[
-            "--rows",
-            "200000",
-            "--videos",
-            "5000",
-            "--copy-streams",
-            "2",
-        ],
-    )
-    .await;
-    assert_eq!(s3.copy_streams, 2);
-    assert_eq!(log_hash(&ca, "").await, ha);
+    // Each load stream filled one id-range partition; together they hold
+    // every id once, in order.
+    assert_eq!((s1.partitions, s2.partitions), (1, 2));
+    let leaves = "SELECT count(*) FROM pg_partition_tree('viewing_log') WHERE isleaf";
+    assert_eq!(one_i64(&ca, leaves).await, 1);
+    assert_eq!(one_i64(&cb, leaves).await, 3);
+    let per_partition = "SELECT string_agg(format('%s-%s', lo, hi), ' ' ORDER BY lo) FROM          (SELECT min(id) lo, max(id) hi FROM viewing_log GROUP BY tableoid) p";
+    let spans: String = cb.query_one(per_partition, &[]).await.unwrap().get(0);
+    let bounds: Vec<(i64, i64)> = spans
+        .split(' ')
+        .map(|p| {
+            let (lo, hi) = p.split_once('-').unwrap();
+            (lo.parse().unwrap(), hi.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(bounds.len(), 3, "{spans}");
+    assert_eq!((bounds[0].0, bounds[2].1), (1, 200_000), "{spans}");
+    assert!(bounds.windows(2).all(|w| w[1].0 == w[0].1 + 1), "{spans}");
     assert_eq!(one_i64(&cb, "SELECT count(*) FROM videos").await, 5_000);
 
     a.drop_db().await;
@@ -235,8 +238,8 @@ async fn profile_rates_bounds_and_indexes() {
     assert_eq!(
         defs,
         [
-            "CREATE INDEX viewing_log_started_at_brin ON public.viewing_log USING brin (started_at) WITH (pages_per_range='32')",
-            "CREATE UNIQUE INDEX viewing_log_pkey ON public.viewing_log USING btree (id)",
+            "CREATE INDEX viewing_log_started_at_brin ON ONLY public.viewing_log USING brin (started_at) WITH (pages_per_range='32')",
+            "CREATE UNIQUE INDEX viewing_log_pkey ON ONLY public.viewing_log USING btree (id)",
         ]
     );
     let pk = one_str(
@@ -300,14 +303,7 @@ async fn a_failed_load_leaves_the_tables_as_they_were() {
     gen(&db, &["--rows", "20000", "--videos", "1000"]).await;
     let c = db.connect().await.unwrap();
     let before = log_hash(&c, "").await;
-    // Rows from mid-July on violate this, so a COPY fails part-way, with the
-    // generator still running; an append of later days fails at once.
-    c.batch_execute(
-        "ALTER TABLE viewing_log ADD CONSTRAINT no_late CHECK (started_at < '2024-07-15') NOT VALID",
-    )
-    .await
-    .unwrap();
-    let fail = |flags: &'static [&'static str]| {
+    let fail = |flags: &'static [&'static str], expect: &'static str| {
         let config = db.config().clone();
         async move {
             let args = DatagenArgs::from_flags(flags).unwrap();
@@ -318,17 +314,56 @@ async fn a_failed_load_leaves_the_tables_as_they_were() {
             .await
             .unwrap_or_else(|_| panic!("{flags:?}: a failed load hangs"))
             .unwrap_err();
-            assert!(err.to_string().contains("no_late"), "{flags:?}: {err}");
+            assert!(err.to_string().contains(expect), "{flags:?}: {err}");
         }
     };
-    fail(&["--rows", "300000", "--jobs", "2"]).await;
-    fail(&["--append", "--days", "3", "--rows", "30000"]).await;
-    assert_eq!(log_hash(&c, "").await, before);
-    let indexes = "SELECT count(*) FROM pg_index WHERE indrelid = 'viewing_log'::regclass";
-    assert_eq!(one_i64(&c, indexes).await, 2);
-    // Parallel streams commit the TRUNCATE first (documented): the failure
-    // must still end the run, not hang it.
-    fail(&["--rows", "300000", "--copy-streams", "2"]).await;
+    let unchanged = || async {
+        assert_eq!(log_hash(&c, "").await, before);
+        let indexes = "SELECT count(*) FROM pg_index WHERE indrelid = 'viewing_log'::regclass";
+        assert_eq!(one_i64(&c, indexes).await, 2);
+        let staging = "SELECT count(*) FROM pg_class WHERE relname LIKE 'viewing_log_load%'";
+        assert_eq!(
+            one_i64(&c, staging).await,
+            0,
+            "a failed load left its tables"
+        );
+    };
+    // The second load stream's table gets a CHECK that its rows from
+    // mid-July on violate: its COPY fails part-way, with the generator still
+    // running and the first stream's table already loaded and committed.
+    c.batch_execute(
+        "CREATE FUNCTION fail_late() RETURNS event_trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands()
+                      WHERE object_identity = 'public.viewing_log_load_1') THEN
+             ALTER TABLE viewing_log_load_1 ADD CONSTRAINT no_late CHECK (started_at < '2024-07-15');
+           END IF;
+         END $$;
+         CREATE EVENT TRIGGER fail_late ON ddl_command_end WHEN TAG IN ('CREATE TABLE')
+           EXECUTE FUNCTION fail_late();",
+    )
+    .await
+    .unwrap();
+    fail(&["--rows", "300000", "--jobs", "2"], "no_late").await;
+    unchanged().await;
+    c.batch_execute("DROP EVENT TRIGGER fail_late")
+        .await
+        .unwrap();
+    // An append of later days fails at once.
+    c.batch_execute(
+        "ALTER TABLE viewing_log ADD CONSTRAINT no_late CHECK (started_at < '2024-07-15') NOT VALID",
+    )
+    .await
+    .unwrap();
+    fail(&["--append", "--days", "3", "--rows", "30000"], "no_late").await;
+    unchanged().await;
+    // A full load replaces the table, which an object depending on it
+    // prevents: the load fails when it swaps the tables, and says why.
+    c.batch_execute("CREATE VIEW log_days AS SELECT DISTINCT started_at::date FROM viewing_log")
+        .await
+        .unwrap();
+    fail(&["--rows", "30000", "--jobs", "3"], "depend").await;
+    unchanged().await;
     db.drop_db().await;
 }
 

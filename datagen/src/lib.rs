@@ -5,7 +5,8 @@
 //! `pgbench -i` on the same cluster. The same flags and seed give
 //! byte-identical tables whatever `--jobs` is: the log is cut into time
 //! slices, each generated from (seed, day, slice) alone, and ids are
-//! assigned by one writer in stop-time order (see `pipeline`).
+//! assigned in stop-time order, by one writer per load stream, each starting
+//! where the single writer would be (see `pipeline`).
 
 mod bench;
 mod copy;
@@ -56,6 +57,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    #[error("{0}")]
+    Busy(String),
 
     #[error("pgbench -i failed: {0}")]
     Pgbench(String),
@@ -151,9 +155,12 @@ What the data looks like:
   lower id never started more than 2.5 hours after a higher id.
 
 The same flags and --seed give byte-identical tables whatever --jobs is. A
-full load drops the primary key and BRIN index of viewing_log, loads with
-COPY FREEZE (no WAL on a wal_level=minimal cluster) and rebuilds them, then
-ANALYZEs.";
+full load cuts the log into --jobs id ranges and generates and loads them side
+by side, each into a new table with COPY FREEZE (no WAL on a wal_level=minimal
+cluster), indexed there; one transaction then replaces viewing_log by a table
+partitioned by id range over them (the same columns, primary key and BRIN
+index) and replaces videos, so a failed load leaves the old tables. Then it
+ANALYZEs. --append adds to the existing table, partitioned or not.";
 
 /// The options of `settle datagen`; see [`LONG_ABOUT`] for the data.
 #[derive(clap::Args, Clone, Debug)]
@@ -190,7 +197,9 @@ pub struct DatagenArgs {
     #[arg(long, value_name = "N", default_value_t = 42)]
     pub seed: u64,
 
-    /// Generator threads [default: the number of cores]. Does not change the
+    /// Parallel load streams [default: the number of cores]: a full load
+    /// cuts the log into this many id ranges, generated and copied side by
+    /// side, each becoming one partition of viewing_log. Does not change the
     /// data.
     #[arg(long, value_name = "N", default_value_t = default_jobs(), hide_default_value = true)]
     pub jobs: usize,
@@ -213,15 +222,6 @@ pub struct DatagenArgs {
     /// Share of invalid plays (rejected as unknown_video or bad_position).
     #[arg(long, value_name = "FRACTION", default_value_t = 0.001)]
     pub invalid_rate: f64,
-
-    /// Parallel COPY streams for a full load (an experiment, hidden from
-    /// --help). 1, the default, loads in the TRUNCATE's transaction with COPY
-    /// FREEZE: no WAL, rows written frozen and all-visible, and a failed load
-    /// leaves the old tables. More streams cannot share that transaction:
-    /// they commit the TRUNCATE first, write WAL, leave hint bits and the
-    /// visibility map to a later VACUUM, and were no faster here.
-    #[arg(long, value_name = "N", default_value_t = 1, hide = true)]
-    pub copy_streams: usize,
 }
 
 #[derive(clap::Parser)]
@@ -278,7 +278,7 @@ impl DatagenArgs {
                 ));
             }
         }
-        if self.jobs == 0 || self.copy_streams == 0 {
+        if self.jobs == 0 {
             return usage("--jobs must be at least 1".into());
         }
         Ok(())
@@ -311,7 +311,9 @@ pub struct Summary {
     pub last_id: i64,
     pub seed: u64,
     pub jobs: usize,
-    pub copy_streams: usize,
+    /// Id-range partitions of viewing_log loaded side by side by a full
+    /// load (1 with --append, which adds to the existing table).
+    pub partitions: usize,
     /// Generating and loading both tables (they overlap).
     pub generate_load_secs: f64,
     /// Building the primary key and BRIN index (0 with --append: the
@@ -378,7 +380,11 @@ impl fmt::Display for Summary {
                 0
             })
         )?;
-        writeln!(f, "  indexes       {:>8.1} s", self.index_secs)?;
+        writeln!(
+            f,
+            "  indexes       {:>8.1} s  ({} partition(s))",
+            self.index_secs, self.partitions
+        )?;
         writeln!(f, "  analyze       {:>8.1} s", self.analyze_secs)?;
         write!(
             f,

@@ -1,5 +1,6 @@
-//! Talking to PostgreSQL: the full load (TRUNCATE + COPY FREEZE with the
-//! indexes dropped, then rebuilt side by side) and the append.
+//! Talking to PostgreSQL: the full load (id-range partitions generated,
+//! copied with COPY FREEZE and indexed side by side, then swapped in as
+//! viewing_log in one transaction) and the append.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use tokio_postgres::{Client, Config, NoTls};
 
 use crate::copy;
 use crate::model::{self, Plan, Profile, VideoMeta};
-use crate::pipeline::{Pipeline, Written};
+use crate::pipeline::{Pipeline, Segment, Written};
 use crate::{DatagenArgs, Error, Summary, DEFAULT_DAYS, DEFAULT_ROWS};
 
 /// The definitions in migration 0001, rebuilt after a full load.
@@ -203,7 +204,7 @@ async fn load_videos(
 }
 
 /// Forwards one pipeline stream into a COPY; returns the rows PostgreSQL
-/// reports.
+/// reports. On an error the stream is dropped, which stops its writer.
 async fn copy_stream(
     client: &Client,
     sql: &str,
@@ -224,176 +225,256 @@ async fn copy_stream(
         .map_err(Error::db("finishing COPY into viewing_log"))
 }
 
-/// The catalogue COPY to run on the first connection while the log's
-/// first chunks are being generated.
-struct VideosCopy<'a> {
-    before_unix: i64,
-    sql: &'a str,
-}
-
-/// How the log is loaded.
-struct Target<'a> {
-    /// The COPY on the caller's connection (inside its transaction).
-    first_sql: &'a str,
-    /// The COPY of every further stream, each on its own connection.
-    other_sql: &'a str,
-    streams: usize,
-    first_id: i64,
-    label: &'a str,
-    videos: Option<VideosCopy<'a>>,
-}
-
-/// Runs the pipeline into the target's COPY statements. Returns what the
-/// writer produced.
-async fn load_log(
+/// Generates one segment of the log into the COPY `sql` on `client`.
+async fn load_segment(
     job: &Job,
-    args: &DatagenArgs,
-    first: &Client,
-    pg: &Config,
-    target: Target<'_>,
+    threads: usize,
+    client: &Client,
+    sql: &str,
+    segment: Segment,
+    pb: ProgressBar,
 ) -> Result<Written, Error> {
-    let Target {
-        first_sql,
-        other_sql,
-        streams,
-        first_id,
-        label,
-        videos,
-    } = target;
-    let pb = progress(job.plan.total, label);
     let mut pipeline = Pipeline::spawn(
         job.profile.clone(),
         job.plan.clone(),
-        args.jobs,
-        streams,
-        first_id,
+        threads,
+        segment,
         job.window_pg_secs,
-        pb.clone(),
+        pb,
     );
-    let mut rxs = std::mem::take(&mut pipeline.streams).into_iter();
-    let rx0 = rxs.next().expect("at least one stream");
-    // Further streams copy inside their own transactions, committed below
-    // only if every stream and the writer finished: a writer that stops
-    // early ends its streams without the trailer, which COPY accepts.
-    let mut others = Vec::new();
-    for rx in rxs {
-        let pg = pg.clone();
-        let sql = other_sql.to_string();
-        others.push(tokio::spawn(async move {
-            let c = connect(&pg).await?;
-            c.batch_execute("BEGIN")
-                .await
-                .map_err(Error::db("starting a COPY stream"))?;
-            let n = copy_stream(&c, &sql, rx).await?;
-            Ok::<_, Error>((c, n))
-        }));
-    }
-    let copied0 = match videos {
-        Some(v) => match load_videos(first, args, v.before_unix, v.sql).await {
-            Ok(_) => copy_stream(first, first_sql, rx0).await,
-            Err(e) => {
-                // Unblocks the writer so that the join below returns.
-                drop(rx0);
-                Err(e)
-            }
-        },
-        None => copy_stream(first, first_sql, rx0).await,
-    };
-    let mut copied = Vec::new();
-    for h in others {
-        copied.push(
-            h.await
-                .map_err(|e| Error::Internal(format!("COPY task: {e}")))?,
-        );
-    }
+    let rx = pipeline
+        .stream
+        .take()
+        .expect("a new pipeline has its stream");
+    let copied = copy_stream(client, sql, rx).await;
     let written = tokio::task::spawn_blocking(move || pipeline.join())
         .await
         .map_err(|e| Error::Internal(format!("joining the generator: {e}")))?;
-    pb.finish_and_clear();
-    let mut total = copied0?;
-    let mut clients = Vec::new();
-    for c in copied {
-        let (client, n) = c?;
-        total += n;
-        clients.push(client);
-    }
+    let copied = copied?;
     let written = written.ok_or_else(|| Error::Internal("the writer thread stopped".into()))?;
-    if total != written.rows {
+    if copied != written.rows {
         return Err(Error::Internal(format!(
-            "generated {} rows but PostgreSQL copied {total}",
+            "generated {} rows but PostgreSQL copied {copied}",
             written.rows
         )));
-    }
-    for c in clients {
-        c.batch_execute("COMMIT")
-            .await
-            .map_err(Error::db("committing a COPY stream"))?;
     }
     Ok(written)
 }
 
+/// The columns of viewing_log as migration 0001 defines them.
+const LOG_COLUMNS: &str = "id bigint NOT NULL, user_id bigint NOT NULL, video_id bigint NOT NULL, \
+     started_at timestamptz NOT NULL, start_position integer NOT NULL, end_position integer NOT NULL";
+
+/// Prefix of the tables a full load fills before they become viewing_log's
+/// partitions; any left by a killed load are dropped by the next one.
+const STAGING: &str = "viewing_log_load_";
+
+/// Key of the advisory lock that keeps two full loads from sharing their
+/// staging tables.
+const LOAD_LOCK: i64 = 0x5e77_1e00_0000_da7a;
+
+/// One id range of a full load: `lo..hi`, unbounded where `None`.
+#[derive(Clone, Copy)]
+struct IdRange {
+    lo: Option<i64>,
+    hi: Option<i64>,
+}
+
+impl IdRange {
+    fn check(self) -> String {
+        match (self.lo, self.hi) {
+            (None, None) => "true".into(),
+            (Some(l), None) => format!("id >= {l}"),
+            (None, Some(h)) => format!("id < {h}"),
+            (Some(l), Some(h)) => format!("id >= {l} AND id < {h}"),
+        }
+    }
+
+    fn bound(self) -> String {
+        let b = |v: Option<i64>, open: &str| v.map_or(open.to_string(), |v| v.to_string());
+        format!(
+            "FROM ({}) TO ({})",
+            b(self.lo, "MINVALUE"),
+            b(self.hi, "MAXVALUE")
+        )
+    }
+}
+
+/// Loads one segment into its own new table, in its own transaction, and
+/// builds its primary key and BRIN index there: the table is new in that
+/// transaction, so with wal_level=minimal none of it is WAL-logged and COPY
+/// FREEZE writes the rows frozen. The CHECK lets the table be attached as a
+/// partition later without a scan.
+async fn load_partition(
+    pg: &Config,
+    job: &Job,
+    threads: usize,
+    k: usize,
+    range: IdRange,
+    segment: Segment,
+    pb: ProgressBar,
+) -> Result<(Written, Instant), Error> {
+    let t = format!("{STAGING}{k}");
+    let c = connect(pg).await?;
+    // Start writeback of the table's pages as they are written, so that the
+    // fsync at COMMIT (which replaces WAL under wal_level=minimal) does not
+    // find gigabytes of dirty page cache left to write.
+    c.batch_execute(&format!(
+        "SET backend_flush_after = '2MB'; BEGIN;
+         CREATE TABLE {t} ({LOG_COLUMNS}, CONSTRAINT {t}_bounds CHECK ({}))",
+        range.check()
+    ))
+    .await
+    .map_err(Error::db(format!("creating {t}")))?;
+    let sql = format!(
+        "COPY {t} (id, user_id, video_id, started_at, start_position, end_position) FROM STDIN (FORMAT binary, FREEZE)"
+    );
+    let written = load_segment(job, threads, &c, &sql, segment, pb).await?;
+    let copied = Instant::now();
+    tracing::info!(
+        partition = k,
+        rows = written.rows,
+        "partition loaded; indexing it"
+    );
+    c.batch_execute(&format!(
+        "ALTER TABLE {t} ADD CONSTRAINT {t}_pkey PRIMARY KEY (id);
+         CREATE INDEX {t}_brin ON {t} USING brin (started_at) WITH (pages_per_range = 32);
+         COMMIT"
+    ))
+    .await
+    .map_err(Error::db(format!("indexing {t}")))?;
+    Ok((written, copied))
+}
+
+/// Drops the staging tables a killed or failed full load left behind.
+async fn drop_staging(client: &Client) -> Result<(), Error> {
+    let left: Option<String> = client
+        .query_one(
+            "SELECT string_agg(quote_ident(relname), ', ') FROM pg_class
+             WHERE relkind = 'r' AND relname LIKE 'viewing\\_log\\_load\\_%' AND pg_table_is_visible(oid)",
+            &[],
+        )
+        .await
+        .map_err(Error::db("looking for the tables of an unfinished load"))?
+        .get(0);
+    if let Some(list) = left {
+        tracing::info!(tables = %list, "dropping the tables of an unfinished load");
+        client
+            .batch_execute(&format!("DROP TABLE IF EXISTS {list}"))
+            .await
+            .map_err(Error::db("dropping the tables of an unfinished load"))?;
+    }
+    Ok(())
+}
+
+/// A full load: `--jobs` segments of the log are generated and copied at
+/// once, each by its own server backend into its own table, and indexed
+/// there. One transaction then replaces viewing_log by a table partitioned
+/// by id range over them and replaces videos, so a failed or killed load
+/// leaves the old tables as they were.
 async fn replace(args: &DatagenArgs, pg: &Config, client: Client) -> Result<Summary, Error> {
+    let locked: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOAD_LOCK])
+        .await
+        .map_err(Error::db("taking the load lock"))?
+        .get(0);
+    if !locked {
+        return Err(Error::Busy(
+            "another `settle datagen` is loading this database; wait for it to finish".into(),
+        ));
+    }
+    drop_staging(&client).await?;
+    let result = replace_locked(args, pg, &client).await;
+    if result.is_err() {
+        // Best effort: the next full load drops them too.
+        let _ = client.batch_execute("ROLLBACK").await;
+        let _ = drop_staging(&client).await;
+    }
+    result
+}
+
+async fn replace_locked(
+    args: &DatagenArgs,
+    pg: &Config,
+    client: &Client,
+) -> Result<Summary, Error> {
     let rows = args.rows.unwrap_or(DEFAULT_ROWS);
     let t0 = Instant::now();
     let before_unix = seoul_midnight_unix(args.start);
-    let streams = args.copy_streams;
-    // One transaction: TRUNCATE gives both tables new files, so with
-    // wal_level=minimal the COPYs below skip WAL and FREEZE may be used.
-    client
-        .batch_execute(
-            "BEGIN;
-             TRUNCATE viewing_log, videos;
-             ALTER TABLE viewing_log DROP CONSTRAINT IF EXISTS viewing_log_pkey;
-             DROP INDEX IF EXISTS viewing_log_pkey, viewing_log_started_at_brin;",
-        )
-        .await
-        .map_err(Error::db("emptying videos and viewing_log"))?;
-    let videos_sql = format!("{COPY_VIDEOS}, FREEZE)");
     let job = job(args, rows, args.start, catalogue(args, before_unix));
-    let (first_sql, videos) = if streams == 1 {
-        // Same transaction as the TRUNCATE: no WAL, rows written frozen.
-        // The catalogue is copied while the first chunks are generated.
-        let videos = VideosCopy {
-            before_unix,
-            sql: &videos_sql,
-        };
-        (format!("{COPY_LOG}, FREEZE)"), Some(videos))
-    } else {
-        // The other streams wait for the TRUNCATE's lock: commit it first.
-        load_videos(&client, args, before_unix, &videos_sql).await?;
-        client
-            .batch_execute("COMMIT; BEGIN")
-            .await
-            .map_err(Error::db("committing the emptied tables"))?;
-        (format!("{COPY_LOG})"), None)
-    };
-    let other_sql = format!("{COPY_LOG})");
-    let target = Target {
-        first_sql: &first_sql,
-        other_sql: &other_sql,
-        streams,
-        first_id: 1,
-        label: "generate+load",
-        videos,
-    };
-    let written = load_log(&job, args, &client, pg, target).await?;
-    let copied = t0.elapsed();
+    let segments = Segment::split(&job.profile, &job.plan, args.jobs, 1);
+    let n = segments.len();
+    let firsts: Vec<i64> = segments.iter().map(|s| s.first_id).collect();
+    let ranges: Vec<IdRange> = (0..n)
+        .map(|k| IdRange {
+            lo: (k > 0).then(|| firsts[k]),
+            hi: firsts.get(k + 1).copied(),
+        })
+        .collect();
+    let threads = (args.jobs / n).max(1);
+    let pb = progress(job.plan.total, "generate+load");
+    let loads = segments
+        .into_iter()
+        .enumerate()
+        .map(|(k, seg)| load_partition(pg, &job, threads, k, ranges[k], seg, pb.clone()));
+    let loaded = futures_util::future::join_all(loads).await;
+    pb.finish_and_clear();
+    let mut written: Option<Written> = None;
+    let mut last_copy = t0;
+    for r in loaded {
+        let (w, copied) = r?;
+        last_copy = last_copy.max(copied);
+        written = Some(match written {
+            None => w,
+            Some(a) => Written {
+                rows: a.rows + w.rows,
+                first_id: a.first_id,
+                last_id: w.last_id,
+            },
+        });
+    }
+    let written = written.expect("one segment at least");
+    let load_secs = last_copy - t0;
+
+    let pb = spinner("indexing the partitions and replacing viewing_log and videos");
+    let mut swap = format!(
+        "BEGIN;
+         DROP TABLE viewing_log;
+         CREATE TABLE viewing_log ({LOG_COLUMNS}, CONSTRAINT viewing_log_pkey PRIMARY KEY (id))
+             PARTITION BY RANGE (id);
+         {CREATE_BRIN};"
+    );
+    for (k, r) in ranges.iter().enumerate() {
+        let (t, p) = (format!("{STAGING}{k}"), format!("viewing_log_p{k}"));
+        swap.push_str(&format!(
+            "ALTER TABLE {t} RENAME TO {p};
+             ALTER INDEX {t}_pkey RENAME TO {p}_pkey;
+             ALTER INDEX {t}_brin RENAME TO {p}_started_at_brin;
+             ALTER TABLE viewing_log ATTACH PARTITION {p} FOR VALUES {};
+             ALTER TABLE {p} DROP CONSTRAINT {t}_bounds;",
+            r.bound()
+        ));
+    }
+    // Same transaction as the TRUNCATE: no WAL, rows written frozen.
+    swap.push_str("TRUNCATE videos;");
+    client.batch_execute(&swap).await.map_err(Error::db(
+        "replacing viewing_log by the loaded partitions (a full load replaces the table: \
+         drop objects that depend on it, or use --append)",
+    ))?;
+    load_videos(
+        client,
+        args,
+        before_unix,
+        &format!("{COPY_VIDEOS}, FREEZE)"),
+    )
+    .await?;
     client
         .batch_execute("COMMIT")
         .await
         .map_err(Error::db("committing the load"))?;
-    tracing::info!(
-        copy_secs = copied.as_secs_f64(),
-        commit_secs = (t0.elapsed() - copied).as_secs_f64(),
-        "viewing_log loaded"
-    );
-    let load_secs = t0.elapsed();
-
-    let t1 = Instant::now();
-    let pb = spinner("building the primary key and BRIN index of viewing_log");
-    build_indexes(pg, true, true, written.rows).await?;
     pb.finish_and_clear();
-    let index_secs = t1.elapsed();
+    let index_secs = t0.elapsed() - load_secs;
+    tracing::info!(partitions = n, "viewing_log replaced");
 
     let t2 = Instant::now();
     let pb = spinner("analyzing videos and viewing_log");
@@ -404,7 +485,7 @@ async fn replace(args: &DatagenArgs, pg: &Config, client: Client) -> Result<Summ
     pb.finish_and_clear();
     let analyze_secs = t2.elapsed();
 
-    Ok(summary(
+    let mut s = summary(
         "replace",
         args,
         &job,
@@ -412,7 +493,9 @@ async fn replace(args: &DatagenArgs, pg: &Config, client: Client) -> Result<Summ
         args.videos,
         args.videos,
         [load_secs, index_secs, analyze_secs],
-    ))
+    );
+    s.partitions = n;
+    Ok(s)
 }
 
 fn summary(
@@ -436,11 +519,7 @@ fn summary(
         last_id: written.last_id,
         seed: args.seed,
         jobs: args.jobs,
-        copy_streams: if mode == "append" {
-            1
-        } else {
-            args.copy_streams
-        },
+        partitions: 1,
         generate_load_secs: Summary::secs(load),
         index_secs: Summary::secs(index),
         analyze_secs: Summary::secs(analyze),
@@ -602,15 +681,11 @@ async fn append(args: &DatagenArgs, pg: &Config, client: Client) -> Result<Summa
     let n_videos = videos.len() as u64;
     let job = job(args, rows, first_day, videos);
     let sql = format!("{COPY_LOG})");
-    let target = Target {
-        first_sql: &sql,
-        other_sql: &sql,
-        streams: 1,
-        first_id,
-        label: "append",
-        videos: None,
-    };
-    let written = load_log(&job, args, &client, pg, target).await?;
+    let pb = progress(job.plan.total, "append");
+    let segment = Segment::whole(&job.plan, first_id);
+    let written = load_segment(&job, args.jobs, &client, &sql, segment, pb.clone()).await;
+    pb.finish_and_clear();
+    let written = written?;
     client
         .batch_execute("COMMIT")
         .await
