@@ -295,6 +295,14 @@ async fn execute(
         .await
         .db("exporting the run's snapshot")?
         .get(0);
+    let seen = snap
+        .query_one(
+            "SELECT (SELECT max(id) FROM viewing_log), pg_current_snapshot()::text",
+            &[],
+        )
+        .await
+        .db("reading the run's snapshot bounds")?;
+    jobs::record_snapshot(repo, exec.id, seen.get(0), seen.get::<_, &str>(1)).await?;
     let catalog = Arc::new(Catalog::load(&snap).await?);
 
     // Which days: the request, checked against the settled history.
@@ -849,26 +857,52 @@ async fn reconcile_plan(
             format!("{prefix} {cond}")
         }
     };
-    let parts: Vec<Partition> = kept.iter().filter_map(|(o, _)| o.partition).collect();
-    let nos: Vec<i64> = parts.iter().map(|p| p.no as i64).collect();
-    let los: Vec<i64> = parts.iter().map(|p| p.id_lo).collect();
-    let his: Vec<i64> = parts.iter().map(|p| p.id_hi).collect();
+    let parts: Vec<(Partition, i64)> = kept
+        .iter()
+        .filter_map(|(o, by)| o.partition.map(|p| (p, *by)))
+        .collect();
+    let nos: Vec<i64> = parts.iter().map(|(p, _)| p.no as i64).collect();
+    let los: Vec<i64> = parts.iter().map(|(p, _)| p.id_lo).collect();
+    let his: Vec<i64> = parts.iter().map(|(p, _)| p.id_hi).collect();
+    let readers: Vec<i64> = parts.iter().map(|(_, by)| *by).collect();
+    // A kept partition is read again when its row count changed, or when a
+    // row of it was written (inserted, or updated in place as when a
+    // rejected row is corrected) by a transaction its reading snapshot could
+    // not see. The cheap age test passes only rows written at or after that
+    // snapshot's xmin; for those, the row's 32-bit xmin is widened to an
+    // xid8 (same epoch as the current next xid, or the one before) and
+    // checked against the snapshot itself, so transactions that merely ran
+    // beside it (in any database of the cluster) do not count.
     let sql = format!(
-        "SELECT k.no, (SELECT count(*) FROM viewing_log v WHERE v.id BETWEEN k.lo AND k.hi {}) \
-         FROM unnest($1::int8[], $2::int8[], $3::int8[]) AS k(no, lo, hi)",
+        "WITH cur AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::int8 AS nx) \
+         SELECT k.no, c.n, c.newer FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[]) AS k(no, lo, hi, by) \
+         LEFT JOIN job_execution e ON e.execution_id = k.by \
+         CROSS JOIN cur \
+         CROSS JOIN LATERAL (SELECT count(*) AS n, count(*) FILTER (WHERE e.snapshot IS NULL OR ( \
+                 age(v.xmin) <= age((pg_snapshot_xmin(e.snapshot::pg_snapshot)::text::int8 % 4294967296)::text::xid) \
+                 AND NOT pg_visible_in_snapshot( \
+                     (((cur.nx >> 32) << 32) + v.xmin::text::int8 \
+                      - CASE WHEN v.xmin::text::int8 > cur.nx % 4294967296 THEN 4294967296 ELSE 0 END)::text::xid8, \
+                     e.snapshot::pg_snapshot))) AS newer \
+             FROM viewing_log v WHERE v.id BETWEEN k.lo AND k.hi {}) c",
         cond_and("AND")
     );
-    let now: std::collections::HashMap<u32, u64> = snap
-        .query(&sql, &[&nos, &los, &his])
+    let now: std::collections::HashMap<u32, (u64, i64)> = snap
+        .query(&sql, &[&nos, &los, &his, &readers])
         .await
         .db("checking the finished partitions of the failed execution")?
         .iter()
-        .map(|r| (r.get::<_, i64>(0) as u32, r.get::<_, i64>(1) as u64))
+        .map(|r| {
+            (
+                r.get::<_, i64>(0) as u32,
+                (r.get::<_, i64>(1) as u64, r.get::<_, i64>(2)),
+            )
+        })
         .collect();
     let before = kept.len();
     kept.retain(|(o, _)| {
         o.partition
-            .is_some_and(|p| now.get(&p.no) == Some(&o.counts.rows_read))
+            .is_some_and(|p| now.get(&p.no) == Some(&(o.counts.rows_read, 0)))
     });
     let changed = before - kept.len();
 

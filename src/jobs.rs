@@ -8,7 +8,7 @@ use tokio_postgres::{Client, GenericClient};
 
 use crate::aggregate::{PartitionOutput, Rejected};
 use crate::error::{DbContext, Error, Result};
-use crate::partition::Partition;
+use crate::partition::{pg_timestamp_literal, Partition};
 use crate::rules::calendar::{pg_micros_to_utc, Day};
 
 pub const JOB_NAME: &str = "settle";
@@ -172,7 +172,17 @@ pub async fn begin(c: &Client, req: &Requested, force: bool, fresh: bool) -> Res
             let status: String = r.get(1);
             let attempt: i32 = r.get(2);
             match status.as_str() {
-                "COMPLETED" if !force => return Ok(Begin::AlreadyCompleted { execution_id: id }),
+                "COMPLETED" if !force => {
+                    let added = rows_added_since(c, id, req).await?;
+                    if added == 0 {
+                        return Ok(Begin::AlreadyCompleted { execution_id: id });
+                    }
+                    eprintln!(
+                        "note: {added} row(s) of viewing_log within this run's days were written after execution {id} \
+                         completed them; settling them again"
+                    );
+                    (attempt + 1, None)
+                }
                 "COMPLETED" => (attempt + 1, None),
                 _ if fresh => (attempt + 1, None),
                 _ => (attempt + 1, Some(id)),
@@ -196,6 +206,55 @@ pub async fn begin(c: &Client, req: &Requested, force: bool, fresh: bool) -> Res
         attempt,
         restart_of,
     }))
+}
+
+/// Rows in the completed execution's scope (its days; for `--all`, any day)
+/// with an id above any its snapshot saw: plays written after it ran, which
+/// a rerun must count. (Ids are
+/// assigned at insert; rows edited in place are not looked for: the README
+/// says to rerun with --force after editing past data.) 0 for executions
+/// recorded before their snapshot was.
+async fn rows_added_since(c: &Client, execution: i64, req: &Requested) -> Result<i64> {
+    let r = c
+        .query_one(
+            "SELECT snapshot_max_id, day_from, day_to FROM job_execution WHERE execution_id = $1",
+            &[&execution],
+        )
+        .await
+        .db("reading the completed execution")?;
+    let max_id: Option<i64> = r.get(0);
+    let (from, to): (Option<chrono::NaiveDate>, Option<chrono::NaiveDate>) = (r.get(1), r.get(2));
+    let Some(max_id) = max_id else { return Ok(0) };
+    let sql = match (req, from, to) {
+        (Requested::All, ..) => "SELECT count(*) FROM viewing_log WHERE id > $1".to_string(),
+        (Requested::Days(..), Some(from), Some(to)) => format!(
+            "SELECT count(*) FROM viewing_log WHERE id > $1 AND started_at >= {} AND started_at < {}",
+            pg_timestamp_literal(Day::from_date(from).start_pg_micros()),
+            pg_timestamp_literal(Day::from_date(to).next().start_pg_micros())
+        ),
+        (Requested::Days(..), ..) => return Ok(0),
+    };
+    Ok(c.query_one(&sql, &[&max_id])
+        .await
+        .db("looking for rows written after the completed execution")?
+        .get(0))
+}
+
+/// Records what the execution's snapshot saw; see [`rows_added_since`] and
+/// `engine::reconcile_plan`.
+pub async fn record_snapshot(
+    c: &Client,
+    exec: i64,
+    max_id: Option<i64>,
+    snapshot: &str,
+) -> Result<()> {
+    c.execute(
+        "UPDATE job_execution SET snapshot_max_id = coalesce($2::int8, 0), snapshot = $3 WHERE execution_id = $1",
+        &[&exec, &max_id, &snapshot],
+    )
+    .await
+    .db("recording the run's snapshot")?;
+    Ok(())
 }
 
 fn hostname() -> String {

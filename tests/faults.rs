@@ -665,8 +665,23 @@ async fn too_many_rejects_fail_the_run_publish_nothing_and_show_in_status() {
         "{out}"
     );
 
-    // With a higher limit the failed execution is continued: every
-    // partition is kept, none is read again, and the rows are right.
+    // The operator corrects one rejected row in place. With a higher limit
+    // the failed execution is continued: the partition holding the corrected
+    // row is read again (its row count is unchanged, but the row was written
+    // after the failed execution's snapshot), the other three are kept, and
+    // the rows are right.
+    let corrected: i64 = c
+        .query_one(
+            "UPDATE viewing_log SET end_position = start_position WHERE id = (
+               SELECT min(l.id) FROM viewing_log l JOIN videos v USING (video_id)
+               WHERE l.start_position > l.end_position AND l.start_position BETWEEN 0 AND v.duration_seconds)
+             RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(corrected > 0);
     let o = settle_ok(
         &db.url,
         &[
@@ -680,9 +695,23 @@ async fn too_many_rejects_fail_the_run_publish_nothing_and_show_in_status() {
     .await;
     let s = stdout_json(&o);
     assert_eq!(s["restarted_from"].as_i64(), Some(exec));
-    assert_eq!(s["partitions_read"].as_u64(), Some(0));
-    assert_eq!(s["partitions_reused"].as_u64(), Some(4));
-    assert_matches_reference(&c, "after raising --max-rejects").await;
+    assert_eq!(s["partitions_read"].as_u64(), Some(1), "{}", text(&o));
+    assert_eq!(s["partitions_reused"].as_u64(), Some(3));
+    let exec2 = s["execution_id"].as_i64().unwrap();
+    let rejected: i64 = c
+        .query_one(
+            "SELECT count(*) FROM rejected_play WHERE execution_id = $1",
+            &[&exec2],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        rejected,
+        invalid - 1,
+        "the corrected row is no longer rejected"
+    );
+    assert_matches_reference(&c, "after correcting a row and raising --max-rejects").await;
     db.drop_db().await;
 }
 
@@ -736,6 +765,41 @@ async fn a_completed_instance_reruns_only_with_force_and_gives_identical_rows() 
     assert_eq!(h[1]["status"], "COMPLETED");
     assert_eq!(h[0]["params"], format!("from={from};to={to}"));
     assert_matches_reference(&c, "after --force").await;
+
+    // A play written into the range after it completed: the next run of the
+    // same range settles it again instead of saying there is nothing to do.
+    append_play(&c, 4242, &format!("timestamptz '{from} 12:00:00+09'"), 60).await;
+    let o = settle_ok(&db.url, &[&range[..], &["--json"]].concat()).await;
+    let s = stdout_json(&o);
+    assert_eq!(s["attempt"].as_i64(), Some(3), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&format!("written after execution {b}")),
+        "{}",
+        text(&o)
+    );
+    let c3 = s["execution_id"].as_i64().unwrap();
+    assert_matches_reference(&c, "after a play was added to a settled range").await;
+    let o = settle_ok(&db.url, &[&range[..], &["--json"]].concat()).await;
+    assert_eq!(
+        stdout_json(&o),
+        serde_json::json!({"status": "ALREADY_COMPLETED", "execution_id": c3})
+    );
+
+    // `--all` means every day with plays: a play on a new day after it
+    // completed is settled by the next `--all`.
+    let o = settle_ok(&db.url, &["run", "--all", "--json"]).await;
+    let all = stdout_json(&o)["execution_id"].as_i64().unwrap();
+    let next = last.next().to_string();
+    append_play(&c, 4243, &format!("timestamptz '{next} 08:00:00+09'"), 60).await;
+    let o = settle_ok(&db.url, &["run", "--all", "--json"]).await;
+    let s = stdout_json(&o);
+    assert_eq!(s["last_day"].as_str(), Some(next.as_str()), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&format!("written after execution {all}")),
+        "{}",
+        text(&o)
+    );
+    assert_matches_reference(&c, "after a play on a new day").await;
     db.drop_db().await;
 }
 

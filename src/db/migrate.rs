@@ -29,6 +29,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_settled_day_tail.sql",
         sql: include_str!("../../sql/migrations/0004_settled_day_tail.sql"),
     },
+    Migration {
+        name: "0005_execution_snapshot.sql",
+        sql: include_str!("../../sql/migrations/0005_execution_snapshot.sql"),
+    },
 ];
 
 /// Serialises concurrent `migrate` calls on one database.
