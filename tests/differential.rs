@@ -259,3 +259,51 @@ async fn wide_and_narrow_ranges_are_planned_from_their_own_bounds_and_stay_exact
     assert_matches_reference(&c, "a narrow range, then a wide one").await;
     db.drop_db().await;
 }
+
+/// The planner may give a partition's COPY a parallel plan (it did for a
+/// `--date` run on the partitioned 100M log); a Gather interleaves its
+/// workers' rows out of id order, which the replay window would send to the
+/// exact path by the million. Partition reads run without parallel workers,
+/// so a log in stop order reaches the window in order even when the planner
+/// is told parallelism costs nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn partition_reads_stay_in_id_order_when_the_planner_would_go_parallel() {
+    let db = TestDb::new().await.unwrap();
+    let c = db.connect().await.unwrap();
+    let args = settle_datagen::DatagenArgs::from_flags([
+        "--rows", "300000", "--videos", "2000", "--days", "3", "--jobs", "2",
+    ])
+    .unwrap();
+    settle_datagen::run(&args, db.config()).await.unwrap();
+    c.batch_execute(&format!(
+        "ALTER DATABASE \"{}\" SET parallel_setup_cost = 0; \
+         ALTER DATABASE \"{0}\" SET parallel_tuple_cost = 0; \
+         ALTER DATABASE \"{0}\" SET min_parallel_index_scan_size = 0; \
+         ALTER DATABASE \"{0}\" SET min_parallel_table_scan_size = 0",
+        db.name
+    ))
+    .await
+    .unwrap();
+    // The setting reaches new sessions: a plain query of a partition's rows
+    // does go parallel there.
+    let fresh = db.connect().await.unwrap();
+    let plan: String = fresh
+        .query(
+            "EXPLAIN SELECT * FROM viewing_log WHERE id >= 1000 AND id <= 200000",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0) + "\n")
+        .collect();
+    assert!(plan.contains("Gather"), "{plan}");
+    let database = db.database().await.unwrap();
+    let s = run(&database, &opts(Requested::All, 4, 2)).await;
+    assert_eq!(
+        s.exact_path.late_rows, 0,
+        "rows reached the window out of order"
+    );
+    assert_matches_reference(&c, "parallel-friendly planner settings").await;
+    db.drop_db().await;
+}

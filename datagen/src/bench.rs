@@ -40,7 +40,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
     pub pairs: u32,
 
-    /// Generator threads for datagen [default: the number of cores].
+    /// Parallel load streams (and partitions) for datagen [default: the
+    /// number of cores].
     #[arg(long, value_name = "N", default_value_t = default_jobs(), hide_default_value = true)]
     pub jobs: usize,
 }
