@@ -380,11 +380,15 @@ impl fmt::Display for Summary {
                 0
             })
         )?;
-        writeln!(
-            f,
-            "  indexes       {:>8.1} s  ({} partition(s))",
-            self.index_secs, self.partitions
-        )?;
+        if self.mode == "append" {
+            writeln!(f, "  indexes       {:>8.1} s", self.index_secs)?;
+        } else {
+            writeln!(
+                f,
+                "  indexes       {:>8.1} s  ({} partition(s))",
+                self.index_secs, self.partitions
+            )?;
+        }
         writeln!(f, "  analyze       {:>8.1} s", self.analyze_secs)?;
         write!(
             f,
