@@ -330,7 +330,7 @@ async fn a_failed_load_leaves_the_tables_as_they_were() {
     };
     // The second load stream's table gets a CHECK that its rows from
     // mid-July on violate: its COPY fails part-way, with the generator still
-    // running and the first stream's table already loaded and committed.
+    // running and the first stream's table loading or already committed.
     c.batch_execute(
         "CREATE FUNCTION fail_late() RETURNS event_trigger LANGUAGE plpgsql AS $$
          BEGIN
@@ -373,6 +373,20 @@ async fn usage_errors_say_what_to_do() {
     let args = DatagenArgs::from_flags(["--replay-rate", "0.5"]).unwrap();
     let err = settle_datagen::run(&args, db.config()).await.unwrap_err();
     assert!(err.to_string().contains("--replay-rate"), "{err}");
+    // A full load while another holds the load lock is refused at once.
+    let other = db.connect().await.unwrap();
+    other
+        .execute("SELECT pg_advisory_lock($1)", &[&settle_datagen::LOAD_LOCK])
+        .await
+        .unwrap();
+    let args = DatagenArgs::from_flags(["--rows", "1000"]).unwrap();
+    let err = settle_datagen::run(&args, db.config()).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("another `settle datagen` is loading"),
+        "{err}"
+    );
+    drop(other);
     db.drop_db().await;
 }
 

@@ -22,7 +22,7 @@ use chrono::NaiveDate;
 use serde::Serialize;
 
 pub use bench::{bench_vs_pgbench, BenchArgs, BenchRecord};
-pub use load::run;
+pub use load::{run, LOAD_LOCK};
 pub use model::MAX_WALL_SECS;
 
 /// Rows generated when --rows is not given (and there is nothing to append to).

@@ -271,7 +271,7 @@ const STAGING: &str = "viewing_log_load_";
 
 /// Key of the advisory lock that keeps two full loads from sharing their
 /// staging tables.
-const LOAD_LOCK: i64 = 0x5e77_1e00_0000_da7a;
+pub const LOAD_LOCK: i64 = 0x5e77_1e00_0000_da7a;
 
 /// One id range of a full load: `lo..hi`, unbounded where `None`.
 #[derive(Clone, Copy)]
