@@ -21,9 +21,16 @@ use crate::{DatagenArgs, Error, Summary, DEFAULT_DAYS, DEFAULT_ROWS};
 const CREATE_PKEY_INDEX: &str =
     "CREATE UNIQUE INDEX viewing_log_pkey ON viewing_log USING btree (id)";
 const ATTACH_PKEY: &str = "ALTER TABLE viewing_log ADD CONSTRAINT viewing_log_pkey PRIMARY KEY USING INDEX viewing_log_pkey";
-const CREATE_BRIN: &str = "CREATE INDEX viewing_log_started_at_brin ON viewing_log USING brin (started_at) WITH (pages_per_range = 32)";
+/// The BRIN index's method and options, shared by viewing_log and the
+/// partitions a full load builds: attaching a partition reuses its index
+/// only when the definitions match (else it builds another).
+const BRIN_USING: &str = "USING brin (started_at) WITH (pages_per_range = 32)";
 
-const COPY_LOG: &str = "COPY viewing_log (id, user_id, video_id, started_at, start_position, end_position) FROM STDIN (FORMAT binary";
+fn create_brin(table: &str, index: &str) -> String {
+    format!("CREATE INDEX {index} ON {table} {BRIN_USING}")
+}
+
+const LOG_COLUMN_NAMES: &str = "id, user_id, video_id, started_at, start_position, end_position";
 const COPY_VIDEOS: &str = "COPY videos (video_id, uploader_id, duration_seconds, title, created_at) FROM STDIN (FORMAT binary";
 
 const SEOUL_OFFSET_SECS: i64 = 9 * 3_600;
@@ -326,9 +333,7 @@ async fn load_partition(
     ))
     .await
     .map_err(Error::db(format!("creating {t}")))?;
-    let sql = format!(
-        "COPY {t} (id, user_id, video_id, started_at, start_position, end_position) FROM STDIN (FORMAT binary, FREEZE)"
-    );
+    let sql = format!("COPY {t} ({LOG_COLUMN_NAMES}) FROM STDIN (FORMAT binary, FREEZE)");
     let written = load_segment(job, threads, &c, &sql, segment, pb).await?;
     let copied = Instant::now();
     tracing::info!(
@@ -338,8 +343,9 @@ async fn load_partition(
     );
     c.batch_execute(&format!(
         "ALTER TABLE {t} ADD CONSTRAINT {t}_pkey PRIMARY KEY (id);
-         CREATE INDEX {t}_brin ON {t} USING brin (started_at) WITH (pages_per_range = 32);
-         COMMIT"
+         {};
+         COMMIT",
+        create_brin(&t, &format!("{t}_brin"))
     ))
     .await
     .map_err(Error::db(format!("indexing {t}")))?;
@@ -442,7 +448,8 @@ async fn replace_locked(
          DROP TABLE viewing_log;
          CREATE TABLE viewing_log ({LOG_COLUMNS}, CONSTRAINT viewing_log_pkey PRIMARY KEY (id))
              PARTITION BY RANGE (id);
-         {CREATE_BRIN};"
+         {};",
+        create_brin("viewing_log", "viewing_log_started_at_brin")
     );
     for (k, r) in ranges.iter().enumerate() {
         let (t, p) = (format!("{STAGING}{k}"), format!("viewing_log_p{k}"));
@@ -551,7 +558,7 @@ async fn build_indexes(pg: &Config, pkey: bool, brin: bool, rows: u64) -> Result
     let brin_job = async {
         if brin {
             let c = connect(pg).await?;
-            c.batch_execute(CREATE_BRIN)
+            c.batch_execute(&create_brin("viewing_log", "viewing_log_started_at_brin"))
                 .await
                 .map_err(Error::db("building the BRIN index of viewing_log"))?;
         }
@@ -680,7 +687,7 @@ async fn append(args: &DatagenArgs, pg: &Config, client: Client) -> Result<Summa
     }
     let n_videos = videos.len() as u64;
     let job = job(args, rows, first_day, videos);
-    let sql = format!("{COPY_LOG})");
+    let sql = format!("COPY viewing_log ({LOG_COLUMN_NAMES}) FROM STDIN (FORMAT binary)");
     let pb = progress(job.plan.total, "append");
     let segment = Segment::whole(&job.plan, first_id);
     let written = load_segment(&job, args.jobs, &client, &sql, segment, pb.clone()).await;
