@@ -9,6 +9,12 @@
 //! - (c) sql/reference/ on the same data;
 //! - (d) one `--date` run of a day after the days before it were settled,
 //!   the nightly case.
+//!
+//! Each case also records the CPU seconds it cost, split into the server's
+//! and the engine process's, because on 2 cores a time ratio alone cannot
+//! say which side to work on. Case (c) doubles as a check: the record says
+//! whether (b)'s published rows equal the reference's, and the bench fails
+//! after writing it when they do not.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -116,6 +122,186 @@ pub struct BenchRecord {
     pub max_disorder_s: f64,
     pub engine_phases_last_run: crate::engine::Phases,
     pub engine_ns_per_row: f64,
+    /// Rows that differ between (b)'s results and (c)'s; `None` without (c).
+    pub reference_differing_rows: Option<u64>,
+    /// Median CPU seconds per run of each case.
+    pub cpu: CpuRecord,
+}
+
+/// Median CPU seconds of one case's runs.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Cpu {
+    /// The server's: the backends and parallel workers the case used, as the
+    /// postmaster reaped them. `None` when the server is not on this machine.
+    pub server_s: Option<f64>,
+    /// The `settle run` process's own, user + system (0 for server-only cases).
+    pub engine_s: f64,
+}
+
+impl Cpu {
+    fn of(runs: &[(Option<f64>, f64)]) -> Cpu {
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            v.get(v.len() / 2).copied()
+        };
+        let server: Option<Vec<f64>> = runs.iter().map(|r| r.0).collect();
+        Cpu {
+            server_s: server.and_then(median),
+            engine_s: median(runs.iter().map(|r| r.1).collect()).unwrap_or(0.0),
+        }
+    }
+
+    fn total(&self) -> Option<f64> {
+        self.server_s.map(|s| s + self.engine_s)
+    }
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CpuRecord {
+    /// Why server CPU is missing, when it is.
+    pub server_unmeasured: Option<String>,
+    pub floor_id_ranges: Cpu,
+    pub floor_ctid_ranges: Cpu,
+    pub engine_all: Cpu,
+    pub reference: Option<Cpu>,
+    pub engine_date: Cpu,
+}
+
+/// Counts the CPU seconds of a case: the server's from the postmaster's
+/// `cutime + cstime` (the user and system time of its exited children), the
+/// engine's from this process's reaped children (`getrusage`).
+struct CpuMeter {
+    /// `/proc/<postmaster pid>/stat`, or why the server cannot be measured.
+    server: std::result::Result<PathBuf, String>,
+}
+
+#[derive(Clone, Copy)]
+struct CpuMark {
+    server: Option<f64>,
+    children: f64,
+}
+
+impl CpuMeter {
+    /// Finds the postmaster through the server's data directory; only a
+    /// server on this machine (the embedded one, say) can be measured.
+    async fn new(c: &Client) -> CpuMeter {
+        CpuMeter {
+            server: Self::find(c).await,
+        }
+    }
+
+    async fn find(c: &Client) -> std::result::Result<PathBuf, String> {
+        let r = c
+            .query_one(
+                "SELECT current_setting('data_directory'), current_setting('port')",
+                &[],
+            )
+            .await
+            .map_err(|e| {
+                format!("cannot read data_directory ({e}); needs superuser or pg_read_all_settings")
+            })?;
+        let (dir, port): (String, String) = (r.get(0), r.get(1));
+        let pid_file = Path::new(&dir).join("postmaster.pid");
+        let text = std::fs::read_to_string(&pid_file).map_err(|e| {
+            format!(
+                "cannot read {} ({e}); is the server on another machine?",
+                pid_file.display()
+            )
+        })?;
+        let mut lines = text.lines();
+        let pid = lines.next().unwrap_or("").trim();
+        // Line 4 is the port: a same-named directory of another server on
+        // this machine must not be mistaken for this one.
+        if lines.nth(2).map(str::trim) != Some(port.as_str()) {
+            return Err(format!(
+                "{} is not this server's (port {port})",
+                pid_file.display()
+            ));
+        }
+        let stat = PathBuf::from(format!("/proc/{pid}/stat"));
+        let text = std::fs::read_to_string(&stat)
+            .map_err(|e| format!("cannot read {} ({e})", stat.display()))?;
+        reaped_children_seconds(&text, clock_ticks())
+            .ok_or_else(|| format!("cannot parse {}", stat.display()))?;
+        Ok(stat)
+    }
+
+    fn mark(&self) -> CpuMark {
+        CpuMark {
+            server: self.server_seconds(),
+            children: children_cpu_seconds(),
+        }
+    }
+
+    fn server_seconds(&self) -> Option<f64> {
+        let stat = self.server.as_ref().ok()?;
+        let text = std::fs::read_to_string(stat).ok()?;
+        reaped_children_seconds(&text, clock_ticks())
+    }
+
+    /// CPU seconds since `m`, once the case's backends have exited (their
+    /// time reaches `cutime` only when the postmaster reaps them).
+    async fn since(&self, c: &Client, m: CpuMark) -> Result<(Option<f64>, f64)> {
+        if self.server.is_ok() {
+            for _ in 0..200 {
+                let n: i64 = c
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
+                         AND datname = current_database() \
+                         AND backend_type IN ('client backend', 'parallel worker')",
+                        &[],
+                    )
+                    .await
+                    .db("waiting for the case's connections to close")?
+                    .get(0);
+                if n == 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            // A backend leaves pg_stat_activity just before it exits.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        let now = self.mark();
+        let server = match (now.server, m.server) {
+            (Some(a), Some(b)) => Some(a - b),
+            _ => None,
+        };
+        Ok((server, now.children - m.children))
+    }
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// User + system seconds of this process's waited-for children.
+fn children_cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct we hand it.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(u.ru_utime) + secs(u.ru_stime)
+}
+
+/// `cutime + cstime` (fields 16 and 17) of a `/proc/<pid>/stat` line, in
+/// seconds. The command name (field 2) may hold spaces and parentheses, so
+/// fields are counted from its closing parenthesis.
+fn reaped_children_seconds(stat: &str, ticks: f64) -> Option<f64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3.
+    let cutime: u64 = f.get(16 - 3)?.parse().ok()?;
+    let cstime: u64 = f.get(17 - 3)?.parse().ok()?;
+    Some((cutime + cstime) as f64 / ticks)
 }
 
 /// The tables that hold viewing_log's rows: itself, or its leaf partitions
@@ -182,6 +368,11 @@ pub async fn bench(
     c.batch_execute("CHECKPOINT")
         .await
         .db("checkpointing before the bench")?;
+    let meter = CpuMeter::new(&c).await;
+    if let Err(why) = &meter.server {
+        eprintln!("bench: server CPU not measured: {why}");
+        rec.cpu.server_unmeasured = Some(why.clone());
+    }
 
     // (a) the floor, both ways.
     let mut id_runs = Vec::new();
@@ -213,13 +404,20 @@ pub async fn bench(
         .iter()
         .map(|p| ctid_range_query(&leaves, p.id_lo, p.id_hi + 1))
         .collect();
+    let (mut id_cpu, mut ctid_cpu) = (Vec::new(), Vec::new());
     for run in 0..args.runs {
         eprintln!("bench: floor run {}/{}", run + 1, args.runs);
+        let m = meter.mark();
         id_runs.push(floor(database, &id_queries).await?);
+        id_cpu.push(meter.since(&c, m).await?);
+        let m = meter.mark();
         ctid_runs.push(floor(database, &ctid_queries).await?);
+        ctid_cpu.push(meter.since(&c, m).await?);
     }
     rec.floor_id_ranges = Stats::of(id_runs);
     rec.floor_ctid_ranges = Stats::of(ctid_runs);
+    rec.cpu.floor_id_ranges = Cpu::of(&id_cpu);
+    rec.cpu.floor_ctid_ranges = Cpu::of(&ctid_cpu);
     let (method, floor_stats) = if rec.floor_ctid_ranges.median_s < rec.floor_id_ranges.median_s {
         ("ctid ranges", rec.floor_ctid_ranges.clone())
     } else {
@@ -233,6 +431,7 @@ pub async fn bench(
     let mut last: Option<RunSummary> = None;
     let mut part_secs = Histogram::<u64>::new(3).expect("histogram");
     let mut part_rate = Histogram::<u64>::new(3).expect("histogram");
+    let mut cpu = Vec::new();
     for run in 0..args.runs {
         eprintln!("bench: settle run --all {}/{}", run + 1, args.runs);
         let mut cmd_args = vec![
@@ -243,7 +442,9 @@ pub async fn bench(
             "--json".into(),
         ];
         cmd_args.extend(engine_flags(args, workers));
+        let m = meter.mark();
         let (secs, s) = run_settle(exe, url, &cmd_args)?;
+        cpu.push(meter.since(&c, m).await?);
         engine_runs.push(secs);
         rec.engine_peak_rss_bytes = rec.engine_peak_rss_bytes.max(s.peak_rss_bytes);
         for p in &s.partition_timings {
@@ -255,6 +456,7 @@ pub async fn bench(
         last = Some(s);
     }
     rec.engine_all = Stats::of(engine_runs);
+    rec.cpu.engine_all = Cpu::of(&cpu);
     let last = last.expect("at least one run");
     rec.partitions = last.partitions;
     rec.exact_path_seeds = last.exact_path.seeds;
@@ -270,16 +472,29 @@ pub async fn bench(
     if !args.skip_reference {
         let n = args.reference_runs.unwrap_or(args.runs).max(1);
         let mut runs = Vec::new();
+        let mut cpu = Vec::new();
         for run in 0..n {
             eprintln!("bench: sql/reference {}/{}", run + 1, n);
+            // Its own connection, so its backend's CPU is reaped and counted.
+            let rc = database.connect().await?;
+            let m = meter.mark();
             let t = Instant::now();
-            crate::reference::run(&c).await?;
+            crate::reference::run(&rc).await?;
             runs.push(t.elapsed().as_secs_f64());
+            drop(rc);
+            cpu.push(meter.since(&c, m).await?);
         }
+        eprintln!("bench: comparing (b)'s results with the reference's");
+        let diff = crate::reference::compare(&c).await?;
+        if !diff.is_empty() {
+            eprintln!("bench: {diff}");
+        }
+        rec.reference_differing_rows = Some(diff.differing_rows());
         c.batch_execute("DROP SCHEMA IF EXISTS reference CASCADE")
             .await
             .db("dropping the reference's tables")?;
         rec.reference = Some(Stats::of(runs));
+        rec.cpu.reference = Some(Cpu::of(&cpu));
     }
 
     // (d) the nightly case: days before D settled, then D alone.
@@ -311,6 +526,7 @@ pub async fn bench(
         rec.date_setup_s = run_settle(exe, url, &a)?.0;
     }
     let mut date_runs = Vec::new();
+    let mut cpu = Vec::new();
     for run in 0..args.runs {
         eprintln!("bench: settle run --date {day} {}/{}", run + 1, args.runs);
         let a = vec![
@@ -321,12 +537,15 @@ pub async fn bench(
             "--fresh".into(),
             "--json".into(),
         ];
+        let m = meter.mark();
         let (secs, s) = run_settle(exe, url, &a)?;
+        cpu.push(meter.since(&c, m).await?);
         rec.date_rows_read = s.rows_read;
         rec.date_lookback_rows = s.lookback_rows;
         date_runs.push(secs);
     }
     rec.engine_date = Stats::of(date_runs);
+    rec.cpu.engine_date = Cpu::of(&cpu);
 
     rec.ratio_run_over_floor = rec.engine_all.median_s / rec.floor.median_s;
     rec.ratio_reference_over_run = rec
@@ -335,6 +554,13 @@ pub async fn bench(
         .map(|r| r.median_s / rec.engine_all.median_s);
     rec.ratio_date_over_all = rec.engine_date.median_s / rec.engine_all.median_s;
     write_record(&rec, &args.results_dir)?;
+    if let Some(n @ 1..) = rec.reference_differing_rows {
+        return Err(Error::Refused(format!(
+            "the engine's results differ from sql/reference in {n} rows (listed above; the record \
+             is written): a timing of wrong results means nothing. This is a bug in one of the \
+             two; reproduce it on small data with the differential tests"
+        )));
+    }
     Ok(rec)
 }
 
@@ -584,6 +810,54 @@ pub fn markdown(r: &BenchRecord) -> String {
         "- date run read {} rows, of which {} look-back (the 30 s before the day)\n",
         r.date_rows_read, r.date_lookback_rows
     ));
+    match r.reference_differing_rows {
+        Some(0) => o.push_str("- (b)'s published rows equal (c)'s, row for row\n"),
+        Some(n) => o.push_str(&format!(
+            "- **(b)'s published rows differ from (c)'s in {n} rows**\n"
+        )),
+        None => {}
+    }
+    o.push_str(&cpu_table(r));
+    o
+}
+
+/// The CPU table: where each case's time went, server against engine.
+fn cpu_table(r: &BenchRecord) -> String {
+    let c = &r.cpu;
+    let mut o = String::from(
+        "\nCPU per run (medians, core-seconds): server = the backends and workers the case used, \
+         engine = the `settle` process.\n\n\
+         | case | server | engine | total | total / floor's |\n|---|---:|---:|---:|---:|\n",
+    );
+    if let Some(why) = &c.server_unmeasured {
+        o = format!("\nServer CPU not measured: {why}.\n{o}");
+    }
+    let floor = if r.floor_method.contains("ctid") {
+        c.floor_ctid_ranges
+    } else {
+        c.floor_id_ranges
+    };
+    let base = floor.total().filter(|t| *t > 0.0);
+    let opt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1}"));
+    let mut row = |name: &str, x: &Cpu| {
+        o.push_str(&format!(
+            "| {name} | {} | {:.1} | {} | {} |\n",
+            opt(x.server_s),
+            x.engine_s,
+            opt(x.total()),
+            match (x.total(), base) {
+                (Some(t), Some(b)) => format!("{:.2}", t / b),
+                _ => "-".into(),
+            }
+        ))
+    };
+    row("(a) floor, ctid ranges", &c.floor_ctid_ranges);
+    row("(a) floor, id ranges", &c.floor_id_ranges);
+    row("(b) settle run --all", &c.engine_all);
+    if let Some(x) = &c.reference {
+        row("(c) sql/reference", x);
+    }
+    row("(d) settle run --date", &c.engine_date);
     o
 }
 
@@ -612,6 +886,28 @@ mod tests {
 
     /// The floor's page ranges cover every page of every leaf exactly once,
     /// a range crossing from one leaf into the next reading both.
+    /// `cutime`/`cstime` are read after the command name, which may hold
+    /// spaces and parentheses of its own.
+    #[test]
+    fn reaped_children_seconds_reads_fields_16_and_17() {
+        let line = "4242 (postgres: a) b) S 1 4242 4242 0 -1 4194560 9 0 0 0 \
+                    11 22 1234 566 20 0 1 0 77 0 0";
+        assert_eq!(reaped_children_seconds(line, 100.0), Some(18.0));
+        assert_eq!(reaped_children_seconds("4242 (postgres) S 1", 100.0), None);
+        assert_eq!(reaped_children_seconds("garbage", 100.0), None);
+    }
+
+    #[test]
+    fn cpu_medians_need_every_server_reading() {
+        let c = Cpu::of(&[(Some(3.0), 1.0), (Some(1.0), 5.0), (Some(2.0), 3.0)]);
+        assert_eq!(
+            (c.server_s, c.engine_s, c.total()),
+            (Some(2.0), 3.0, Some(5.0))
+        );
+        let c = Cpu::of(&[(Some(3.0), 1.0), (None, 2.0)]);
+        assert_eq!((c.server_s, c.engine_s, c.total()), (None, 2.0, None));
+    }
+
     #[test]
     fn ctid_ranges_cover_the_leaves_end_to_end() {
         let leaves = [("p0".to_string(), 10), ("p1".to_string(), 6)];

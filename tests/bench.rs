@@ -1,0 +1,103 @@
+//! `settle bench` end to end on a few million rows: CI's smoke run of the
+//! engine bench. Every case runs once and the record is checked for
+//! completeness and for (b)'s results equalling the reference's. Timings are
+//! recorded, never asserted.
+
+use std::process::Command;
+
+use serde_json::Value;
+use settle::testkit::TestDb;
+
+const SETTLE: &str = env!("CARGO_BIN_EXE_settle");
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_smoke_run_records_every_case_and_agrees_with_the_reference() {
+    let db = TestDb::new().await.unwrap();
+    let args = settle_datagen::DatagenArgs::from_flags([
+        "--rows", "2000000", "--videos", "20000", "--days", "10", "--jobs", "2",
+    ])
+    .unwrap();
+    settle_datagen::run(&args, db.config()).await.unwrap();
+
+    let dir = std::env::temp_dir().join(format!("settle-bench-smoke-{}", db.name));
+    let out = Command::new(SETTLE)
+        .args(["bench", "--runs", "1", "--label", "smoke", "--results-dir"])
+        .arg(&dir)
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "settle bench failed:\n{stderr}");
+
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let json = files
+        .iter()
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .expect("a JSON record");
+    let md = files
+        .iter()
+        .find(|p| p.extension().is_some_and(|x| x == "md"))
+        .expect("a markdown table");
+    let rec: Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let md = std::fs::read_to_string(md).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    println!("{md}");
+
+    assert_eq!(rec["rows"], 2_000_000, "{rec:#}");
+    assert_eq!(rec["reference_differing_rows"], 0, "{rec:#}");
+    assert!(md.contains("(b)'s published rows equal (c)'s"), "{md}");
+    for case in [
+        "floor_id_ranges",
+        "floor_ctid_ranges",
+        "engine_all",
+        "reference",
+        "engine_date",
+    ] {
+        let runs = rec[case]["runs_s"].as_array().expect(case);
+        assert_eq!(runs.len(), 1, "{case}: {rec:#}");
+        assert!(runs[0].as_f64().unwrap() > 0.0, "{case}: {rec:#}");
+    }
+    for ratio in [
+        "ratio_run_over_floor",
+        "ratio_reference_over_run",
+        "ratio_date_over_all",
+    ] {
+        let x = rec[ratio].as_f64().expect(ratio);
+        assert!(x.is_finite() && x > 0.0, "{ratio}: {rec:#}");
+    }
+    // The date run reads one day of ten (plus its look-back), not the log.
+    let date_rows = rec["date_rows_read"].as_u64().unwrap();
+    assert!(
+        date_rows > 100_000 && date_rows < 400_000,
+        "date run read {date_rows} rows: {rec:#}"
+    );
+    assert!(rec["partitions"].as_u64().unwrap() >= 1);
+    assert!(rec["partition_seconds"]["max"].as_f64().unwrap() > 0.0);
+    assert!(rec["engine_peak_rss_bytes"].as_u64().unwrap() > 0);
+
+    // The test cluster runs on this machine, so both sides' CPU is counted:
+    // the floor is all server, a run spends on both sides.
+    let cpu = &rec["cpu"];
+    assert!(cpu["server_unmeasured"].is_null(), "{cpu:#}");
+    for case in ["floor_ctid_ranges", "floor_id_ranges", "engine_all"] {
+        assert!(
+            cpu[case]["server_s"].as_f64().unwrap() > 0.0,
+            "{case}: {cpu:#}"
+        );
+    }
+    assert!(
+        cpu["engine_all"]["engine_s"].as_f64().unwrap() > 0.0,
+        "{cpu:#}"
+    );
+    assert!(
+        cpu["engine_date"]["engine_s"].as_f64().unwrap() > 0.0,
+        "{cpu:#}"
+    );
+    assert_eq!(cpu["floor_ctid_ranges"]["engine_s"], 0.0, "{cpu:#}");
+    assert!(md.contains("| (b) settle run --all |"), "{md}");
+    db.drop_db().await;
+}
