@@ -19,7 +19,7 @@ use crate::partition::{self, Partition, Scope};
 use crate::rank;
 use crate::read::{copy_plays, Play};
 use crate::replay::{self, Edges, ExactPathStats};
-use crate::rules::calendar::Day;
+use crate::rules::calendar::{seoul_day_pg, Day};
 use crate::rules::REPLAY_WINDOW_MICROS;
 use crate::settle;
 use crate::totals::Totals;
@@ -407,13 +407,13 @@ async fn execute(
                 plan.push(p);
             }
             if plan.is_empty() {
-                new_plan(&snap, &scope, opts).await?
+                new_plan(&snap, &scope, opts, catalog.len()).await?
             } else {
                 reconcile_plan(&snap, &scope, prev, &mut plan, &mut kept).await?;
                 plan
             }
         }
-        None => new_plan(&snap, &scope, opts).await?,
+        None => new_plan(&snap, &scope, opts, catalog.len()).await?,
     };
     let kept_nos: std::collections::HashSet<u32> = kept
         .iter()
@@ -617,13 +617,14 @@ async fn execute(
         first = min_opt(day_lo, settled.map(|s| s.0 .0)).map(Day);
         last = max_opt(day_hi, settled.map(|s| s.1 .0)).map(Day);
     }
-    let counted: i64 = totals
+    let mut counted: i64 = 0;
+    for (_, cells) in totals
         .days
         .iter()
         .filter(|(d, _)| first.is_some_and(|f| **d >= f.0) && last.is_some_and(|l| **d <= l.0))
-        .flat_map(|(_, cells)| cells.iter())
-        .map(|c| c.views)
-        .sum();
+    {
+        cells.for_each(|_, c| counted += c.views);
+    }
     summary.counted = counted as u64;
     summary.excluded = Excluded {
         self_play: counts.self_play,
@@ -970,7 +971,12 @@ async fn planned_rows(snap: &Client, filter: &str) -> Result<f64> {
     Ok(plan[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0))
 }
 
-async fn new_plan(snap: &Client, scope: &Scope, opts: &RunOptions) -> Result<Vec<Partition>> {
+async fn new_plan(
+    snap: &Client,
+    scope: &Scope,
+    opts: &RunOptions,
+    videos: usize,
+) -> Result<Vec<Partition>> {
     let (lo, hi, estimate): (Option<i64>, Option<i64>, i64) = if scope.read_lo.is_none() {
         // A date range excludes them by itself; every row of --all needs a
         // Seoul day, and an infinite started_at has none.
@@ -1028,10 +1034,48 @@ async fn new_plan(snap: &Client, scope: &Scope, opts: &RunOptions) -> Result<Vec
     let (Some(lo), Some(hi)) = (lo, hi) else {
         return Ok(Vec::new());
     };
-    let n = opts.partitions.unwrap_or_else(|| {
-        partition::default_count(estimate.max(0) as u64, opts.workers * opts.streams.max(1))
-    });
+    let n = match opts.partitions {
+        Some(n) => n,
+        None => {
+            let days = span_days(snap, scope).await?;
+            let day_bytes = (videos * std::mem::size_of::<crate::aggregate::Cell>()) as u64;
+            partition::default_count(
+                estimate.max(0) as u64,
+                opts.workers * opts.streams.max(1),
+                days,
+                day_bytes,
+            )
+        }
+    };
     Ok(partition::split(lo, hi, n))
+}
+
+/// How many Seoul days the read spans, for sizing partitions: the scope's,
+/// or for `--all` the days from the log's first id's play to its last's
+/// (two primary-key probes; plays out of id order stretch it by hours only).
+async fn span_days(snap: &Client, scope: &Scope) -> Result<u64> {
+    let (lo, hi) = match (scope.read_lo, scope.read_hi) {
+        (Some(lo), Some(hi)) => (lo, hi.saturating_sub(1).max(lo)),
+        _ => {
+            let r = snap
+                .query_one(
+                    "SELECT (SELECT started_at FROM viewing_log ORDER BY id LIMIT 1), \
+                            (SELECT started_at FROM viewing_log ORDER BY id DESC LIMIT 1)",
+                    &[],
+                )
+                .await
+                .db("finding the days the log spans")?;
+            let t = |i| {
+                r.get::<_, Option<chrono::DateTime<chrono::Utc>>>(i)
+                    .map(crate::rules::calendar::utc_to_pg_micros)
+                    .unwrap_or(0)
+            };
+            let (a, b) = (t(0), t(1));
+            (a.min(b), a.max(b))
+        }
+    };
+    let (a, b) = (seoul_day_pg(lo), seoul_day_pg(hi));
+    Ok((b.0 - a.0) as u64 + 1)
 }
 
 fn progress_bar(show: bool, todo: &[Partition], _scope: &Scope) -> indicatif::ProgressBar {

@@ -71,13 +71,27 @@ pub fn partition_query(p: &Partition, scope: &Scope) -> String {
 /// finishing partition's cells and its kept copy grow with its size.
 pub const TARGET_ROWS_PER_PARTITION: u64 = 16_000_000;
 
-/// The default partition count for about `rows` rows read by `streams`
-/// concurrent streams: a multiple of the streams, so the last round of
-/// partitions keeps every stream busy.
-pub fn default_count(rows: u64, streams: usize) -> u32 {
+/// Day cells one partition should hold at most, in bytes. A partition keeps
+/// a dense cell per video for every day its rows touch, so sized by rows
+/// alone, a catalogue of millions of videos or a log of many days blew up:
+/// 2M rows over 60 days of 2M videos peaked at 3.2 GB in 2 partitions.
+pub const DAY_CELLS_BUDGET: u64 = 64 << 20;
+
+/// The default partition count for about `rows` rows over `days` Seoul days,
+/// read by `streams` concurrent streams, with `day_bytes` of cells per day
+/// (videos x cell size): enough partitions for [`TARGET_ROWS_PER_PARTITION`]
+/// and for [`DAY_CELLS_BUDGET`] (never more than one a day, as a partition
+/// holds at least one day), rounded up to a multiple of the streams so the
+/// last round of partitions keeps every stream busy.
+pub fn default_count(rows: u64, streams: usize, days: u64, day_bytes: u64) -> u32 {
     let streams = streams.max(1) as u64;
     let by_size = rows.div_ceil(TARGET_ROWS_PER_PARTITION).max(1);
-    (by_size.div_ceil(streams) * streams).clamp(1, 4096) as u32
+    let by_memory = days
+        .saturating_mul(day_bytes)
+        .div_ceil(DAY_CELLS_BUDGET)
+        .min(days)
+        .max(1);
+    (by_size.max(by_memory).div_ceil(streams) * streams).clamp(1, 4096) as u32
 }
 
 /// Splits `[lo, hi]` into `n` contiguous, non-empty, covering ranges.
@@ -124,12 +138,29 @@ mod tests {
 
     #[test]
     fn default_count_scales_with_rows() {
-        assert_eq!(default_count(1_000, 2), 2);
-        assert_eq!(default_count(100_000_000, 1), 7);
-        assert_eq!(default_count(100_000_000, 2), 8);
-        assert_eq!(default_count(100_000_000, 4), 8);
-        assert_eq!(default_count(3_000_000, 2), 2);
-        assert_eq!(default_count(0, 4), 4);
+        // The 100M default: 31 days of 100k videos (2.4 MB of cells a day).
+        let day = 100_000 * 24;
+        assert_eq!(default_count(1_000, 2, 31, day), 2);
+        assert_eq!(default_count(100_000_000, 1, 31, day), 7);
+        assert_eq!(default_count(100_000_000, 2, 31, day), 8);
+        assert_eq!(default_count(100_000_000, 4, 31, day), 8);
+        assert_eq!(default_count(3_000_000, 2, 31, day), 2);
+        assert_eq!(default_count(0, 4, 0, day), 4);
+    }
+
+    #[test]
+    fn default_count_bounds_a_partitions_day_cells() {
+        // 60 days of 2M videos (48 MB a day): 43 partitions' worth of cells,
+        // rounded up to the streams, whatever the row count.
+        let day = 2_000_000 * 24;
+        assert_eq!(default_count(2_000_000, 2, 60, day), 44);
+        assert_eq!(default_count(200_000_000, 2, 60, day), 44);
+        let n = default_count(2_000_000, 2, 60, day) as u64;
+        assert!(n * DAY_CELLS_BUDGET >= 60 * day);
+        // A day bigger than the budget: one partition a day, no more.
+        assert_eq!(default_count(1_000, 1, 10, 10 * DAY_CELLS_BUDGET), 10);
+        // A year of 100k videos: 14 partitions of about 26 days.
+        assert_eq!(default_count(1_000, 2, 365, 100_000 * 24), 14);
     }
 
     #[test]

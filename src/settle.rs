@@ -64,15 +64,16 @@ pub fn price_days(
     let mut out = PeriodRows::new();
     for (&day, cells) in totals.days.range(first.0..=last.0) {
         let mut rows = FxHashMap::default();
-        for (v, c) in cells.iter().enumerate() {
+        cells.for_each(|v, c| {
             if c.views == 0 {
                 debug_assert!(c.watch_seconds == 0 && c.ad_views == 0);
-                continue;
+                return;
             }
             assert!(
                 c.views > 0 && c.ad_views >= 0,
                 "negative sums for a video-day"
             );
+            let v = v as usize;
             let (bv, ba) = before[v];
             let (views, ads) = (c.views as u64, c.ad_views as u64);
             let video_amount = won_from_tenths(view_tenths(bv, views));
@@ -89,7 +90,7 @@ pub fn price_days(
                     total_amount: video_amount + ad_amount,
                 },
             );
-        }
+        });
         out.insert(
             Period {
                 kind: PeriodKind::Day,

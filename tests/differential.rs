@@ -307,3 +307,34 @@ async fn partition_reads_stay_in_id_order_when_the_planner_would_go_parallel() {
     assert_matches_reference(&c, "parallel-friendly planner settings").await;
     db.drop_db().await;
 }
+
+/// A catalogue too big for a dense vector of cells per day (300k videos)
+/// over a month: the run keeps only the videos with plays per day, and its
+/// default plan adds partitions until each holds about 64 MiB of day cells
+/// (31 days of 7.2 MB: 4 partitions where 300k rows alone would take 2).
+/// The rows still equal the reference's, for the default plan and for one
+/// partition holding every day.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_catalogue_over_many_days_keeps_its_days_sparse_and_exact() {
+    let db = TestDb::new().await.unwrap();
+    let c = db.connect().await.unwrap();
+    let args = settle_datagen::DatagenArgs::from_flags([
+        "--rows", "300000", "--videos", "300000", "--days", "31", "--jobs", "2",
+    ])
+    .unwrap();
+    settle_datagen::run(&args, db.config()).await.unwrap();
+    let database = db.database().await.unwrap();
+    let mut o = opts(Requested::All, 1, 2);
+    o.partitions = None;
+    let s = run(&database, &o).await;
+    assert_eq!(
+        s.partitions, 4,
+        "the default plan for 31 days of 300k videos"
+    );
+    assert!(s.counted > 250_000, "{} counted", s.counted);
+    assert_matches_reference(&c, "300k videos, default plan").await;
+    reset_results(&c).await;
+    run(&database, &opts(Requested::All, 1, 1)).await;
+    assert_matches_reference(&c, "300k videos, one partition").await;
+    db.drop_db().await;
+}
