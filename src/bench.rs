@@ -68,18 +68,17 @@ pub struct Stats {
 
 impl Stats {
     fn of(runs: Vec<f64>) -> Stats {
-        let mut sorted = runs.clone();
-        sorted.sort_by(|a, b| a.total_cmp(b));
-        let median_s = if sorted.is_empty() {
-            0.0
-        } else {
-            sorted[sorted.len() / 2]
-        };
         Stats {
+            median_s: median(runs.clone()).unwrap_or(0.0),
             runs_s: runs,
-            median_s,
         }
     }
+}
+
+/// The middle value (the upper of the two for an even count).
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -140,10 +139,6 @@ pub struct Cpu {
 
 impl Cpu {
     fn of(runs: &[(Option<f64>, f64)]) -> Cpu {
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(|a, b| a.total_cmp(b));
-            v.get(v.len() / 2).copied()
-        };
         let server: Option<Vec<f64>> = runs.iter().map(|r| r.0).collect();
         Cpu {
             server_s: server.and_then(median),
@@ -201,21 +196,14 @@ impl CpuMeter {
                 format!("cannot read data_directory ({e}); needs superuser or pg_read_all_settings")
             })?;
         let (dir, port): (String, String) = (r.get(0), r.get(1));
-        let pid_file = Path::new(&dir).join("postmaster.pid");
-        let text = std::fs::read_to_string(&pid_file).map_err(|e| {
-            format!(
-                "cannot read {} ({e}); is the server on another machine?",
-                pid_file.display()
-            )
+        let (pid, on_port) = db::embedded::postmaster_pid(Path::new(&dir)).map_err(|e| {
+            format!("cannot read {dir}/postmaster.pid ({e}); is the server on another machine?")
         })?;
-        let mut lines = text.lines();
-        let pid = lines.next().unwrap_or("").trim();
-        // Line 4 is the port: a same-named directory of another server on
-        // this machine must not be mistaken for this one.
-        if lines.nth(2).map(str::trim) != Some(port.as_str()) {
+        // A same-named directory of another server on this machine must not
+        // be mistaken for this one.
+        if on_port != port.parse().ok() {
             return Err(format!(
-                "{} is not this server's (port {port})",
-                pid_file.display()
+                "{dir}/postmaster.pid is not this server's (port {port})"
             ));
         }
         let stat = PathBuf::from(format!("/proc/{pid}/stat"));

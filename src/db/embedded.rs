@@ -310,15 +310,7 @@ impl Cluster {
 
     /// Running means the postmaster in postmaster.pid is alive.
     pub fn is_running(&self) -> bool {
-        let pid_file = self.data_dir().join("postmaster.pid");
-        let Ok(text) = fs::read_to_string(pid_file) else {
-            return false;
-        };
-        let Some(pid) = text
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse::<i32>().ok())
-        else {
+        let Ok((pid, _)) = postmaster_pid(&self.data_dir()) else {
             return false;
         };
         // SAFETY: signal 0 only checks for existence.
@@ -443,4 +435,16 @@ fn chown(path: &Path, user: RunAs) -> Result<()> {
         action: "handed to the server user",
         detail: e.to_string(),
     })
+}
+
+/// The pid and port (lines 1 and 4) of the postmaster.pid in the data
+/// directory `data`; the file exists while that server runs.
+pub fn postmaster_pid(data: &Path) -> std::io::Result<(i32, Option<u16>)> {
+    let text = fs::read_to_string(data.join("postmaster.pid"))?;
+    let mut lines = text.lines().map(str::trim);
+    let pid = lines
+        .next()
+        .and_then(|l| l.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no pid on line 1"))?;
+    Ok((pid, lines.nth(2).and_then(|l| l.parse().ok())))
 }
