@@ -6,6 +6,9 @@
 //!   '/dev/null'` over as many parallel ranges as workers (id and ctid
 //!   ranges; the faster counts);
 //! - (b) `settle run --all`, as a subprocess so its own peak RSS is measured;
+//! - (b') the same partitions read and decoded by as many threads, nothing
+//!   aggregated: it splits run/floor into what the engine's reads cost and
+//!   what the settlement work adds;
 //! - (c) sql/reference/ on the same data;
 //! - (d) one `--date` run of a day after the days before it were settled,
 //!   the nightly case.
@@ -27,8 +30,8 @@ use tokio_postgres::Client;
 use crate::db::{self, Database};
 use crate::engine::RunSummary;
 use crate::error::{DbContext, Error, Result};
-use crate::partition::split;
-use crate::read::PLAY_COLUMNS;
+use crate::partition::{partition_query, split, Partition, Scope};
+use crate::read::{copy_plays, open_reader, PLAY_COLUMNS};
 use crate::rules::Day;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -102,6 +105,10 @@ pub struct BenchRecord {
     pub floor_method: String,
     pub floor: Stats,
     pub engine_all: Stats,
+    /// (b'): the engine's partitions read and decoded, nothing aggregated.
+    pub engine_reads: Stats,
+    /// Rows (b') decoded in its last run: all of viewing_log.
+    pub engine_reads_rows: u64,
     pub reference: Option<Stats>,
     pub date_setup_s: f64,
     pub date_day: String,
@@ -109,6 +116,9 @@ pub struct BenchRecord {
     pub date_rows_read: u64,
     pub date_lookback_rows: u64,
     pub ratio_run_over_floor: f64,
+    /// run/floor split in two: what the reads cost, and what the rest adds.
+    pub ratio_reads_over_floor: f64,
+    pub ratio_run_over_reads: f64,
     pub ratio_reference_over_run: Option<f64>,
     pub ratio_date_over_all: f64,
     pub engine_peak_rss_bytes: u64,
@@ -133,7 +143,8 @@ pub struct Cpu {
     /// The server's: the backends and parallel workers the case used, as the
     /// postmaster reaped them. `None` when the server is not on this machine.
     pub server_s: Option<f64>,
-    /// The `settle run` process's own, user + system (0 for server-only cases).
+    /// The client's, user + system: the `settle run` process, or the bench's
+    /// own threads for (b') (near 0 for server-only cases).
     pub engine_s: f64,
 }
 
@@ -158,6 +169,7 @@ pub struct CpuRecord {
     pub floor_id_ranges: Cpu,
     pub floor_ctid_ranges: Cpu,
     pub engine_all: Cpu,
+    pub engine_reads: Cpu,
     pub reference: Option<Cpu>,
     pub engine_date: Cpu,
 }
@@ -173,7 +185,10 @@ struct CpuMeter {
 #[derive(Clone, Copy)]
 struct CpuMark {
     server: Option<f64>,
+    /// This process's reaped children's (a `settle run`).
     children: f64,
+    /// This process's own (the bench's reader threads in (b')).
+    own: f64,
 }
 
 impl CpuMeter {
@@ -217,7 +232,8 @@ impl CpuMeter {
     fn mark(&self) -> CpuMark {
         CpuMark {
             server: self.server_seconds(),
-            children: children_cpu_seconds(),
+            children: cpu_seconds(libc::RUSAGE_CHILDREN),
+            own: cpu_seconds(libc::RUSAGE_SELF),
         }
     }
 
@@ -227,9 +243,23 @@ impl CpuMeter {
         reaped_children_seconds(&text, clock_ticks())
     }
 
-    /// CPU seconds since `m`, once the case's backends have exited (their
-    /// time reaches `cutime` only when the postmaster reaps them).
+    /// Server and client CPU seconds since `m`, the client being the
+    /// subprocesses the case ran.
     async fn since(&self, c: &Client, m: CpuMark) -> Result<(Option<f64>, f64)> {
+        let (server, now) = self.settled(c, m).await?;
+        Ok((server, now.children - m.children))
+    }
+
+    /// As `since`, the client being this process (a case run in-process).
+    async fn since_in_process(&self, c: &Client, m: CpuMark) -> Result<(Option<f64>, f64)> {
+        let (server, now) = self.settled(c, m).await?;
+        Ok((server, now.own - m.own))
+    }
+
+    /// The server's CPU seconds since `m` and a fresh mark, once the case's
+    /// backends have exited (their time reaches `cutime` only when the
+    /// postmaster reaps them).
+    async fn settled(&self, c: &Client, m: CpuMark) -> Result<(Option<f64>, CpuMark)> {
         if self.server.is_ok() {
             for _ in 0..200 {
                 let n: i64 = c
@@ -255,7 +285,7 @@ impl CpuMeter {
             (Some(a), Some(b)) => Some(a - b),
             _ => None,
         };
-        Ok((server, now.children - m.children))
+        Ok((server, now))
     }
 }
 
@@ -269,11 +299,12 @@ fn clock_ticks() -> f64 {
     }
 }
 
-/// User + system seconds of this process's waited-for children.
-fn children_cpu_seconds() -> f64 {
+/// User + system seconds of this process (`RUSAGE_SELF`) or of its
+/// waited-for children (`RUSAGE_CHILDREN`).
+fn cpu_seconds(who: libc::c_int) -> f64 {
     // SAFETY: getrusage only writes the struct we hand it.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) } != 0 {
+    if unsafe { libc::getrusage(who, &mut u) } != 0 {
         return 0.0;
     }
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
@@ -456,6 +487,22 @@ pub async fn bench(
     rec.partition_rows_per_s = percentiles(&part_rate, 1.0);
     rec.engine_ns_per_row = rec.engine_all.median_s * 1e9 / rows as f64;
 
+    // (b') the same partitions, read and decoded only.
+    let parts = split(id_lo, id_hi, last.partitions.max(1));
+    let mut reads = Vec::new();
+    let mut cpu = Vec::new();
+    for run in 0..args.runs {
+        eprintln!("bench: the engine's reads alone {}/{}", run + 1, args.runs);
+        let m = meter.mark();
+        let (secs, n) =
+            tokio::task::block_in_place(|| engine_reads(database.config(), &parts, workers))?;
+        cpu.push(meter.since_in_process(&c, m).await?);
+        reads.push(secs);
+        rec.engine_reads_rows = n;
+    }
+    rec.engine_reads = Stats::of(reads);
+    rec.cpu.engine_reads = Cpu::of(&cpu);
+
     // (c) the reference.
     if !args.skip_reference {
         let n = args.reference_runs.unwrap_or(args.runs).max(1);
@@ -536,6 +583,8 @@ pub async fn bench(
     rec.cpu.engine_date = Cpu::of(&cpu);
 
     rec.ratio_run_over_floor = rec.engine_all.median_s / rec.floor.median_s;
+    rec.ratio_reads_over_floor = rec.engine_reads.median_s / rec.floor.median_s;
+    rec.ratio_run_over_reads = rec.engine_all.median_s / rec.engine_reads.median_s;
     rec.ratio_reference_over_run = rec
         .reference
         .as_ref()
@@ -593,6 +642,63 @@ async fn floor(database: &Database, queries: &[String]) -> Result<f64> {
     }))
     .await?;
     Ok(t.elapsed().as_secs_f64())
+}
+
+/// One run of (b'): `parts` streamed and decoded by `workers` threads, each
+/// with its own connection and runtime as in `settle run`, and nothing
+/// aggregated. Its time is what the engine's reads cost before any of the
+/// settlement work; returns it and the rows decoded.
+fn engine_reads(
+    config: &tokio_postgres::Config,
+    parts: &[Partition],
+    workers: usize,
+) -> Result<(f64, u64)> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for p in parts {
+        tx.send(*p).expect("the queue is open");
+    }
+    drop(tx);
+    let t = Instant::now();
+    let rows = std::thread::scope(|s| {
+        let readers: Vec<_> = (0..workers.max(1))
+            .map(|_| {
+                let rx = rx.clone();
+                s.spawn(move || -> Result<u64> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| Error::io("starting a reader runtime", e))?;
+                    rt.block_on(async {
+                        let c = open_reader(config, None).await?;
+                        let (mut rows, mut sum) = (0u64, 0u64);
+                        while let Ok(p) = rx.try_recv() {
+                            let q = partition_query(&p, &Scope::default());
+                            rows += copy_plays(
+                                &c,
+                                &q,
+                                // Touches every field, so no decoding is skipped.
+                                |r| {
+                                    sum = sum.wrapping_add(
+                                        (r.id ^ r.user_id ^ r.video_id ^ r.started_at) as u64
+                                            ^ (r.start_position ^ r.end_position) as u64,
+                                    )
+                                },
+                                || Ok(()),
+                            )
+                            .await?;
+                        }
+                        std::hint::black_box(sum);
+                        Ok(rows)
+                    })
+                })
+            })
+            .collect();
+        readers
+            .into_iter()
+            .map(|h| h.join().expect("a reader thread panicked"))
+            .sum::<Result<u64>>()
+    })?;
+    Ok((t.elapsed().as_secs_f64(), rows))
 }
 
 /// Runs the settle binary with `args`, returning wall seconds and its summary.
@@ -755,6 +861,13 @@ pub fn markdown(r: &BenchRecord) -> String {
         fmt(&r.engine_all),
         r.ratio_run_over_floor
     ));
+    o.push_str(&format!(
+        "| (b') the engine's reads alone: its {} partitions decoded, nothing aggregated | {} | reads/floor = {:.2}, run/reads = {:.2} |\n",
+        r.partitions,
+        fmt(&r.engine_reads),
+        r.ratio_reads_over_floor,
+        r.ratio_run_over_reads
+    ));
     if let (Some(s), Some(x)) = (&r.reference, r.ratio_reference_over_run) {
         o.push_str(&format!(
             "| (c) sql/reference | {} | reference/run = **{:.2}** |\n",
@@ -814,7 +927,7 @@ fn cpu_table(r: &BenchRecord) -> String {
     let c = &r.cpu;
     let mut o = String::from(
         "\nCPU per run (medians, core-seconds): server = the backends and workers the case used, \
-         engine = the `settle` process.\n\n\
+         engine = the `settle` process (for (b'), the bench's reader threads).\n\n\
          | case | server | engine | total | total / floor's |\n|---|---:|---:|---:|---:|\n",
     );
     if let Some(why) = &c.server_unmeasured {
@@ -842,6 +955,7 @@ fn cpu_table(r: &BenchRecord) -> String {
     row("(a) floor, ctid ranges", &c.floor_ctid_ranges);
     row("(a) floor, id ranges", &c.floor_id_ranges);
     row("(b) settle run --all", &c.engine_all);
+    row("(b') the engine's reads alone", &c.engine_reads);
     if let Some(x) = &c.reference {
         row("(c) sql/reference", x);
     }

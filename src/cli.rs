@@ -81,7 +81,8 @@ pub enum Command {
         execution: i64,
     },
     /// Measure the engine on the current data against the floor (server-side
-    /// COPY to /dev/null) and sql/reference/, and the nightly --date case,
+    /// COPY to /dev/null), its own reads alone and sql/reference/, and the
+    /// nightly --date case,
     /// with each case's CPU seconds (server and engine) and a check that the
     /// engine's rows equal the reference's; writes a JSON record and a
     /// markdown table to results/. `settle bench datagen` measures the

@@ -17,7 +17,7 @@ use crate::jobs::{self, Begin, ExecutionCounts, Requested, Status};
 use crate::ledger;
 use crate::partition::{self, Partition, Scope};
 use crate::rank;
-use crate::read::{copy_plays, Play};
+use crate::read::{copy_plays, open_reader, Play};
 use crate::replay::{self, Edges, ExactPathStats};
 use crate::rules::calendar::{seoul_day_pg, Day};
 use crate::rules::REPLAY_WINDOW_MICROS;
@@ -1192,19 +1192,7 @@ async fn read_partition(
     p: &Partition,
 ) -> Result<PartitionOutput> {
     if client.is_none() {
-        let c = db::connect_copy(&ctx.config).await?;
-        // No parallel workers under a partition's COPY: the run already keeps
-        // the cores busy with its own readers, and a Gather interleaves the
-        // workers' rows out of id order, which the replay window then sends
-        // to the exact path (a --date run on a partitioned log had 1.2M late
-        // rows and a 13 s exact path that way).
-        c.batch_execute(&format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'; \
-             SET LOCAL synchronize_seqscans = off; SET LOCAL max_parallel_workers_per_gather = 0",
-            ctx.snapshot
-        ))
-        .await
-        .db("joining the run's snapshot")?;
+        let c = open_reader(&ctx.config, Some(&ctx.snapshot)).await?;
         *client = Some(c);
     }
     let c = client.as_ref().expect("connected");

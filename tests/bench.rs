@@ -54,6 +54,7 @@ async fn bench_smoke_run_records_every_case_and_agrees_with_the_reference() {
         "floor_id_ranges",
         "floor_ctid_ranges",
         "engine_all",
+        "engine_reads",
         "reference",
         "engine_date",
     ] {
@@ -63,6 +64,8 @@ async fn bench_smoke_run_records_every_case_and_agrees_with_the_reference() {
     }
     for ratio in [
         "ratio_run_over_floor",
+        "ratio_reads_over_floor",
+        "ratio_run_over_reads",
         "ratio_reference_over_run",
         "ratio_date_over_all",
     ] {
@@ -76,6 +79,8 @@ async fn bench_smoke_run_records_every_case_and_agrees_with_the_reference() {
         "date run read {date_rows} rows: {rec:#}"
     );
     assert!(rec["partitions"].as_u64().unwrap() >= 1);
+    // (b') decoded every row of the log, through the engine's partitions.
+    assert_eq!(rec["engine_reads_rows"], 2_000_000, "{rec:#}");
     assert!(rec["partition_seconds"]["max"].as_f64().unwrap() > 0.0);
     assert!(rec["engine_peak_rss_bytes"].as_u64().unwrap() > 0);
 
@@ -83,7 +88,12 @@ async fn bench_smoke_run_records_every_case_and_agrees_with_the_reference() {
     // the floor is all server, a run spends on both sides.
     let cpu = &rec["cpu"];
     assert!(cpu["server_unmeasured"].is_null(), "{cpu:#}");
-    for case in ["floor_ctid_ranges", "floor_id_ranges", "engine_all"] {
+    for case in [
+        "floor_ctid_ranges",
+        "floor_id_ranges",
+        "engine_all",
+        "engine_reads",
+    ] {
         assert!(
             cpu[case]["server_s"].as_f64().unwrap() > 0.0,
             "{case}: {cpu:#}"
@@ -97,7 +107,13 @@ async fn bench_smoke_run_records_every_case_and_agrees_with_the_reference() {
         cpu["engine_date"]["engine_s"].as_f64().unwrap() > 0.0,
         "{cpu:#}"
     );
+    // (b') runs in the bench's own threads, which its client CPU counts.
+    assert!(
+        cpu["engine_reads"]["engine_s"].as_f64().unwrap() > 0.0,
+        "{cpu:#}"
+    );
     assert_eq!(cpu["floor_ctid_ranges"]["engine_s"], 0.0, "{cpu:#}");
     assert!(md.contains("| (b) settle run --all |"), "{md}");
+    assert!(md.contains("| (b') the engine's reads alone"), "{md}");
     db.drop_db().await;
 }
