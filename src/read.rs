@@ -186,7 +186,11 @@ pub async fn open_reader(
          SET LOCAL synchronize_seqscans = off; SET LOCAL max_parallel_workers_per_gather = 0"
     ))
     .await
-    .db("joining the run's snapshot")?;
+    .db(if snapshot.is_some() {
+        "joining the run's snapshot"
+    } else {
+        "starting a read-only transaction"
+    })?;
     Ok(c)
 }
 
