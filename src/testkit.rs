@@ -74,6 +74,15 @@ impl TestDb {
         db::connect(&self.config).await
     }
 
+    /// Fills `videos` and `viewing_log` with `settle datagen` given these
+    /// flags; panics if they do not parse or the load fails, as a test would.
+    pub async fn generate(&self, flags: &[&str]) -> settle_datagen::Summary {
+        let args = settle_datagen::DatagenArgs::from_flags(flags).expect("datagen flags parse");
+        settle_datagen::run(&args, &self.config)
+            .await
+            .expect("datagen runs")
+    }
+
     /// A `Database` handle on this test database, as the commands use.
     pub async fn database(&self) -> Result<Database> {
         Database::open(Some(&self.url), None).await

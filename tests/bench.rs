@@ -13,11 +13,10 @@ const SETTLE: &str = env!("CARGO_BIN_EXE_settle");
 #[tokio::test(flavor = "multi_thread")]
 async fn bench_smoke_run_records_every_case_and_agrees_with_the_reference() {
     let db = TestDb::new().await.unwrap();
-    let args = settle_datagen::DatagenArgs::from_flags([
+    db.generate(&[
         "--rows", "2000000", "--videos", "20000", "--days", "10", "--jobs", "2",
     ])
-    .unwrap();
-    settle_datagen::run(&args, db.config()).await.unwrap();
+    .await;
 
     let dir = std::env::temp_dir().join(format!("settle-bench-smoke-{}", db.name));
     let out = Command::new(SETTLE)

@@ -8,15 +8,8 @@
 //! SETTLE_DATAGEN_STREAMS); run them with `--release -- --ignored --nocapture`.
 
 use settle::testkit::TestDb;
-use settle_datagen::{DatagenArgs, Summary, MAX_WALL_SECS};
+use settle_datagen::{DatagenArgs, MAX_WALL_SECS};
 use tokio_postgres::Client;
-
-async fn gen(db: &TestDb, flags: &[&str]) -> Summary {
-    let args = DatagenArgs::from_flags(flags).expect("flags parse");
-    settle_datagen::run(&args, db.config())
-        .await
-        .expect("datagen runs")
-}
 
 async fn one_str(c: &Client, sql: &str) -> String {
     c.query_one(sql, &[])
@@ -103,8 +96,12 @@ fn assert_near(what: &str, got: i64, total: i64, rate: f64, tolerance: f64) {
 async fn same_seed_same_tables_whatever_jobs() {
     let a = TestDb::new().await.expect("test db");
     let b = TestDb::new().await.expect("test db");
-    let s1 = gen(&a, &["--rows", "200000", "--videos", "5000", "--jobs", "1"]).await;
-    let s2 = gen(&b, &["--rows", "200000", "--videos", "5000", "--jobs", "2"]).await;
+    let s1 = a
+        .generate(&["--rows", "200000", "--videos", "5000", "--jobs", "1"])
+        .await;
+    let s2 = b
+        .generate(&["--rows", "200000", "--videos", "5000", "--jobs", "2"])
+        .await;
     assert_eq!((s1.rows, s2.rows), (200_000, 200_000));
     assert_eq!((s1.first_id, s1.last_id), (1, 200_000));
     let (ca, cb) = (a.connect().await.unwrap(), b.connect().await.unwrap());
@@ -114,17 +111,15 @@ async fn same_seed_same_tables_whatever_jobs() {
 
     // Another seed gives other data; replacing again with the first seed
     // (over existing data, with 3 jobs) gives the first tables back.
-    gen(
-        &b,
-        &["--rows", "200000", "--videos", "5000", "--seed", "43"],
-    )
-    .await;
+    b.generate(&["--rows", "200000", "--videos", "5000", "--seed", "43"])
+        .await;
     assert_ne!(
         log_hash(&cb, "").await,
         ha,
         "--seed did not change the data"
     );
-    gen(&b, &["--rows", "200000", "--videos", "5000", "--jobs", "3"]).await;
+    b.generate(&["--rows", "200000", "--videos", "5000", "--jobs", "3"])
+        .await;
     assert_eq!(log_hash(&cb, "").await, ha);
     // Each load stream filled one id-range partition; together they hold
     // every id once, in order.
@@ -153,11 +148,9 @@ async fn same_seed_same_tables_whatever_jobs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profile_rates_bounds_and_indexes() {
     let db = TestDb::new().await.expect("test db");
-    let s = gen(
-        &db,
-        &["--rows", "200000", "--videos", "5000", "--days", "7"],
-    )
-    .await;
+    let s = db
+        .generate(&["--rows", "200000", "--videos", "5000", "--days", "7"])
+        .await;
     assert_eq!((s.rows, s.days), (200_000, 7));
     assert_eq!(
         (s.first_day.as_str(), s.last_day.as_str()),
@@ -254,18 +247,17 @@ async fn profile_rates_bounds_and_indexes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn append_adds_the_next_day_only() {
     let db = TestDb::new().await.expect("test db");
-    gen(&db, &["--rows", "90000", "--videos", "3000", "--days", "3"]).await;
+    db.generate(&["--rows", "90000", "--videos", "3000", "--days", "3"])
+        .await;
     let c = db.connect().await.unwrap();
     let old_max = one_i64(&c, "SELECT max(id) FROM viewing_log").await;
     assert_eq!(old_max, 90_000);
     let old_hash = log_hash(&c, "").await;
     let old_videos = videos_hash(&c).await;
 
-    let s = gen(
-        &db,
-        &["--append", "--days", "1", "--rows", "20000", "--jobs", "1"],
-    )
-    .await;
+    let s = db
+        .generate(&["--append", "--days", "1", "--rows", "20000", "--jobs", "1"])
+        .await;
     assert_eq!(
         (s.mode, s.rows, s.first_id, s.last_id),
         ("append", 20_000, 90_001, 110_000)
@@ -283,7 +275,7 @@ async fn append_adds_the_next_day_only() {
     assert!(max_disorder_secs(&c).await <= MAX_WALL_SECS as i64);
 
     // Without --rows an append adds the existing average per day.
-    let s = gen(&db, &["--append", "--days", "2"]).await;
+    let s = db.generate(&["--append", "--days", "2"]).await;
     assert_eq!(s.first_day, "2024-07-05");
     assert_eq!(s.rows, 110_000 * 2 / 4);
     assert_eq!(
@@ -300,7 +292,7 @@ async fn append_adds_the_next_day_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_load_leaves_the_tables_as_they_were() {
     let db = TestDb::new().await.expect("test db");
-    gen(&db, &["--rows", "20000", "--videos", "1000"]).await;
+    db.generate(&["--rows", "20000", "--videos", "1000"]).await;
     let c = db.connect().await.unwrap();
     let before = log_hash(&c, "").await;
     let fail = |flags: &'static [&'static str], expect: &'static str| {
@@ -403,7 +395,7 @@ async fn profile_report() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2_000_000);
-    let s = gen(&db, &["--rows", &rows.to_string()]).await;
+    let s = db.generate(&["--rows", &rows.to_string()]).await;
     println!("{s}");
     let c = db.connect().await.unwrap();
     let mut views: Vec<i64> = c
@@ -551,7 +543,9 @@ async fn speed() {
             (s1 - s0, m1 - m0)
         })
     };
-    let s = gen(&db, &["--rows", &rows, "--copy-streams", &streams]).await;
+    let s = db
+        .generate(&["--rows", &rows, "--copy-streams", &streams])
+        .await;
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let (server, me) = sampler.join().unwrap();
     println!("{s}");
@@ -559,7 +553,7 @@ async fn speed() {
     println!("{}", serde_json::to_string(&s).unwrap());
     if let Ok(days) = std::env::var("SETTLE_DATAGEN_APPEND_DAYS") {
         let (s0, m0) = (server_cpu(), proc_cpu(std::process::id(), false));
-        let a = gen(&db, &["--append", "--days", &days]).await;
+        let a = db.generate(&["--append", "--days", &days]).await;
         println!("{a}");
         println!(
             "CPU seconds: server {:.1}, datagen {:.1}",

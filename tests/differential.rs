@@ -270,11 +270,10 @@ async fn wide_and_narrow_ranges_are_planned_from_their_own_bounds_and_stay_exact
 async fn partition_reads_stay_in_id_order_when_the_planner_would_go_parallel() {
     let db = TestDb::new().await.unwrap();
     let c = db.connect().await.unwrap();
-    let args = settle_datagen::DatagenArgs::from_flags([
+    db.generate(&[
         "--rows", "300000", "--videos", "2000", "--days", "3", "--jobs", "2",
     ])
-    .unwrap();
-    settle_datagen::run(&args, db.config()).await.unwrap();
+    .await;
     c.batch_execute(&format!(
         "ALTER DATABASE \"{}\" SET parallel_setup_cost = 0; \
          ALTER DATABASE \"{0}\" SET parallel_tuple_cost = 0; \
@@ -318,11 +317,10 @@ async fn partition_reads_stay_in_id_order_when_the_planner_would_go_parallel() {
 async fn a_large_catalogue_over_many_days_keeps_its_days_sparse_and_exact() {
     let db = TestDb::new().await.unwrap();
     let c = db.connect().await.unwrap();
-    let args = settle_datagen::DatagenArgs::from_flags([
+    db.generate(&[
         "--rows", "300000", "--videos", "300000", "--days", "31", "--jobs", "2",
     ])
-    .unwrap();
-    settle_datagen::run(&args, db.config()).await.unwrap();
+    .await;
     let database = db.database().await.unwrap();
     let mut o = opts(Requested::All, 1, 2);
     o.partitions = None;
