@@ -2,6 +2,7 @@
 //! history, weeks and months partly outside the run) and the settled days.
 
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use rustc_hash::FxHashMap;
 use tokio_postgres::GenericClient;
 
@@ -126,8 +127,12 @@ pub async fn stored_video_rows(
     let day_dates: Vec<chrono::NaiveDate> = days.iter().map(|d| d.date()).collect();
     let starts: Vec<chrono::NaiveDate> = periods.iter().map(|p| p.start.date()).collect();
     let kinds: Vec<&str> = periods.iter().map(|p| p.kind.as_str()).collect();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&day_dates, &kinds, &starts];
+    // Streamed row by row: collected first, a tokio-postgres `Row` costs
+    // ~300 bytes against ~70 in the maps below, and a run over the last
+    // week of a 100M month peaked at 622 MiB on these rows alone.
     let rows = c
-        .query(
+        .query_raw(
             // Two index scans; one OR of both conditions was a full scan
             // of every stored row (0.3 s at one month, and growing).
             "SELECT period_kind, period_start, video_id, views, watch_seconds, ad_views, video_amount, ad_amount, total_amount \
@@ -136,13 +141,15 @@ pub async fn stored_video_rows(
              SELECT s.period_kind, s.period_start, s.video_id, s.views, s.watch_seconds, s.ad_views, s.video_amount, s.ad_amount, s.total_amount \
              FROM unnest($2::text[], $3::date[]) AS k(kind, start) \
              JOIN settlement_video s ON s.period_kind = k.kind AND s.period_start = k.start",
-            &[&day_dates, &kinds, &starts],
+            params,
         )
         .await
         .db("reading stored rows of the run's periods")?;
+    futures_util::pin_mut!(rows);
     let mut days = PeriodRows::new();
     let mut others = PeriodRows::new();
-    for r in &rows {
+    while let Some(r) = rows.next().await {
+        let r = r.db("reading stored rows of the run's periods")?;
         let p = Period {
             kind: PeriodKind::parse(r.get(0)).unwrap_or(PeriodKind::Month),
             start: Day::from_date(r.get(1)),
@@ -155,7 +162,7 @@ pub async fn stored_video_rows(
         target
             .entry(p)
             .or_insert_with(FxHashMap::default)
-            .insert(r.get(2), sums(r, 3));
+            .insert(r.get(2), sums(&r, 3));
     }
     Ok((days, others))
 }
