@@ -501,8 +501,23 @@ pub async fn bench(
     rec.partition_rows_per_s = percentiles(&part_rate, 1.0);
     rec.engine_ns_per_row = rec.engine_all.median_s * 1e9 / rows as f64;
 
-    // (b') the same partitions, read and decoded only.
-    let parts = split(id_lo, id_hi, last.partitions.max(1));
+    // (b') the same partitions (as the last run planned them), read and
+    // decoded only.
+    let parts: Vec<Partition> = c
+        .query(
+            "SELECT partition_no, id_lo, id_hi FROM partition_execution \
+             WHERE execution_id = $1 ORDER BY partition_no",
+            &[&last.execution_id],
+        )
+        .await
+        .db("reading the last run's partitions")?
+        .iter()
+        .map(|r| Partition {
+            no: r.get::<_, i32>(0) as u32,
+            id_lo: r.get(1),
+            id_hi: r.get(2),
+        })
+        .collect();
     let mut reads = Vec::new();
     let mut cpu = Vec::new();
     for run in 0..args.runs {

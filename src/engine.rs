@@ -1047,7 +1047,8 @@ async fn new_plan(
             )
         }
     };
-    Ok(partition::split(lo, hi, n))
+    let bounds = partition::leaf_bounds(snap).await?;
+    Ok(partition::split_aligned(lo, hi, n, &bounds))
 }
 
 /// How many Seoul days the read spans, for sizing partitions: the scope's,

@@ -1,6 +1,7 @@
 //! The range partitioner: splits the rows to read into `id` ranges that the
 //! workers stream independently.
 
+use crate::error::{DbContext, Result};
 use crate::read::PLAY_COLUMNS;
 
 /// An inclusive `id` range.
@@ -112,9 +113,106 @@ pub fn split(lo: i64, hi: i64, n: u32) -> Vec<Partition> {
         .collect()
 }
 
+/// Splits `[lo, hi]` as [`split`] does, then moves each cut to the nearest
+/// leaf bound (`bounds`: the first id of each leaf of a log partitioned by
+/// id) within half a range's width. Ranges that cover whole leaves are read
+/// by sequential scan; one inside a leaf goes through the primary key, which
+/// cost the server a third more CPU per row at 100M rows.
+pub fn split_aligned(lo: i64, hi: i64, n: u32, bounds: &[i64]) -> Vec<Partition> {
+    let even = split(lo, hi, n);
+    let mut inner: Vec<i64> = bounds
+        .iter()
+        .copied()
+        .filter(|&b| b > lo && b <= hi)
+        .collect();
+    inner.sort_unstable();
+    if inner.is_empty() {
+        return even;
+    }
+    let half = ((hi as i128 - lo as i128 + 1) / (2 * even.len() as i128)) as i64;
+    let mut cuts: Vec<i64> = even
+        .iter()
+        .skip(1)
+        .map(|p| {
+            let c = p.id_lo;
+            let i = inner.partition_point(|&b| b < c);
+            let nearest = [i.checked_sub(1), Some(i)]
+                .into_iter()
+                .flatten()
+                .filter_map(|k| inner.get(k).copied())
+                .min_by_key(|&b| (b as i128 - c as i128).abs());
+            match nearest {
+                Some(b) if (b as i128 - c as i128).abs() <= half as i128 => b,
+                _ => c,
+            }
+        })
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    let starts = std::iter::once(lo).chain(cuts.iter().copied());
+    let ends = cuts.iter().map(|&c| c - 1).chain(std::iter::once(hi));
+    starts
+        .zip(ends)
+        .enumerate()
+        .map(|(i, (a, b))| Partition {
+            no: i as u32,
+            id_lo: a,
+            id_hi: b,
+        })
+        .collect()
+}
+
+/// The first id of each leaf of `viewing_log` when it is partitioned by
+/// range on `id` (as `settle datagen` loads it); empty otherwise.
+pub async fn leaf_bounds(c: &tokio_postgres::Client) -> Result<Vec<i64>> {
+    let rows = c
+        .query(
+            "SELECT (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''?(-?[0-9]+)''?\\)'))[1]::int8 \
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'viewing_log'::regclass \
+               AND pg_get_partkeydef(i.inhparent) = 'RANGE (id)'",
+            &[],
+        )
+        .await
+        .db("reading the partition bounds of viewing_log")?;
+    Ok(rows.iter().filter_map(|r| r.get(0)).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_aligned_snaps_cuts_to_near_leaf_bounds() {
+        // Leaves as datagen cuts them (uneven, at chunk boundaries): the
+        // ranges are the leaves.
+        let bounds = [12_480_001, 25_010_002, 37_499_990, 50_020_000];
+        let p = split_aligned(1, 62_500_000, 5, &bounds);
+        let starts: Vec<i64> = p.iter().map(|p| p.id_lo).collect();
+        assert_eq!(starts, [1, 12_480_001, 25_010_002, 37_499_990, 50_020_000]);
+        // Two leaves, eight ranges: only the middle cut moves.
+        let p = split_aligned(1, 100, 4, &[49]);
+        let starts: Vec<i64> = p.iter().map(|p| p.id_lo).collect();
+        assert_eq!(starts, [1, 26, 49, 76]);
+        // Bounds outside the range or far from every cut change nothing.
+        assert_eq!(split_aligned(1, 100, 4, &[-5, 13, 500]), split(1, 100, 4));
+        // Two cuts near one bound become one.
+        assert_eq!(split_aligned(1, 100, 10, &[16]).len(), 9);
+        // Whatever the bounds, the ranges cover [lo, hi] exactly, in order.
+        for (lo, hi, n, b) in [
+            (1i64, 1000i64, 7u32, vec![3, 140, 141, 999, 1000]),
+            (i64::MIN, i64::MAX, 64, vec![0, i64::MAX, i64::MIN + 1]),
+            (5, 5, 3, vec![5]),
+        ] {
+            let p = split_aligned(lo, hi, n, &b);
+            assert_eq!((p[0].id_lo, p[p.len() - 1].id_hi), (lo, hi));
+            for w in p.windows(2) {
+                assert_eq!(w[0].id_hi + 1, w[1].id_lo);
+                assert!(w[0].id_lo <= w[0].id_hi);
+            }
+            assert!(p.iter().enumerate().all(|(i, p)| p.no == i as u32));
+        }
+    }
 
     #[test]
     fn split_covers_exactly() {

@@ -141,6 +141,24 @@ async fn same_seed_same_tables_whatever_jobs() {
     assert!(bounds.windows(2).all(|w| w[1].0 == w[0].1 + 1), "{spans}");
     assert_eq!(one_i64(&cb, "SELECT count(*) FROM videos").await, 5_000);
 
+    // Smaller leaves than rows / --jobs: more partitions, loaded two at a
+    // time, and still the same data.
+    let s4 = b
+        .generate(&[
+            "--rows",
+            "200000",
+            "--videos",
+            "5000",
+            "--jobs",
+            "2",
+            "--leaf-rows",
+            "60000",
+        ])
+        .await;
+    assert_eq!(s4.partitions, 4);
+    assert_eq!(one_i64(&cb, leaves).await, 4);
+    assert_eq!(log_hash(&cb, "").await, ha);
+
     a.drop_db().await;
     b.drop_db().await;
 }

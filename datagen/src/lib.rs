@@ -155,8 +155,9 @@ What the data looks like:
   lower id never started more than 2.5 hours after a higher id.
 
 The same flags and --seed give byte-identical tables whatever --jobs is. A
-full load cuts the log into --jobs id ranges and generates and loads them side
-by side, each into a new table with COPY FREEZE (no WAL on a wal_level=minimal
+full load cuts the log into id ranges of at most 12.5M rows (and at least
+--jobs of them), and generates and loads --jobs of them at a time, each into
+a new table with COPY FREEZE (no WAL on a wal_level=minimal
 cluster), indexed there; one transaction then replaces viewing_log by a table
 partitioned by id range over them (the same columns, primary key and BRIN
 index) and replaces videos, so a failed load leaves the old tables. Then it
@@ -198,11 +199,17 @@ pub struct DatagenArgs {
     pub seed: u64,
 
     /// Parallel load streams [default: the number of cores]: a full load
-    /// cuts the log into this many id ranges, generated and copied side by
-    /// side, each becoming one partition of viewing_log. Does not change the
-    /// data.
+    /// generates and copies this many id ranges side by side, each becoming
+    /// one partition of viewing_log. Does not change the data.
     #[arg(long, value_name = "N", default_value_t = default_jobs(), hide_default_value = true)]
     pub jobs: usize,
+
+    /// Rows per partition of viewing_log, at most, in a full load (which
+    /// makes at least --jobs partitions). The default matches the engine's
+    /// partition size, so that `settle run` reads whole partitions by
+    /// sequential scan. Does not change the data.
+    #[arg(long, value_name = "N", default_value_t = load::LEAF_ROWS)]
+    pub leaf_rows: u64,
 
     /// Add --days days after the newest existing day instead of replacing
     /// the tables: existing rows and videos are kept, new ids continue after
@@ -280,6 +287,9 @@ impl DatagenArgs {
         }
         if self.jobs == 0 {
             return usage("--jobs must be at least 1".into());
+        }
+        if self.leaf_rows == 0 {
+            return usage("--leaf-rows must be at least 1".into());
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio_postgres::{Client, Config, NoTls};
@@ -276,6 +276,13 @@ const LOG_COLUMNS: &str = "id bigint NOT NULL, user_id bigint NOT NULL, video_id
 /// partitions; any left by a killed load are dropped by the next one.
 const STAGING: &str = "viewing_log_load_";
 
+/// The default `--leaf-rows`: rows per leaf of a full load, at most.
+/// About the engine's partition size: its id ranges then cover whole leaves,
+/// which the server reads by sequential scan, where a range inside a leaf
+/// is read through the primary key (at 100M rows, the engine's reads alone
+/// took 1.27 x the floor over leaf-shaped ranges, 1.6 x over index ranges).
+pub const LEAF_ROWS: u64 = 12_500_000;
+
 /// Key of the advisory lock that keeps two full loads from sharing their
 /// staging tables.
 pub const LOAD_LOCK: i64 = 0x5e77_1e00_0000_da7a;
@@ -408,7 +415,8 @@ async fn replace_locked(
     let t0 = Instant::now();
     let before_unix = seoul_midnight_unix(args.start);
     let job = job(args, rows, args.start, catalogue(args, before_unix));
-    let segments = Segment::split(&job.profile, &job.plan, args.jobs, 1);
+    let leaves = (rows.div_ceil(args.leaf_rows).min(4096) as usize).max(args.jobs);
+    let segments = Segment::split(&job.profile, &job.plan, leaves, 1);
     let n = segments.len();
     let firsts: Vec<i64> = segments.iter().map(|s| s.first_id).collect();
     let ranges: Vec<IdRange> = (0..n)
@@ -417,13 +425,22 @@ async fn replace_locked(
             hi: firsts.get(k + 1).copied(),
         })
         .collect();
-    let threads = (args.jobs / n).max(1);
+    // --jobs segments at a time, each with its share of the generator threads.
+    let at_once = args.jobs.min(n).max(1);
+    let threads = (args.jobs / at_once).max(1);
     let pb = progress(job.plan.total, "generate+load");
-    let loads = segments
-        .into_iter()
-        .enumerate()
-        .map(|(k, seg)| load_partition(pg, &job, threads, k, ranges[k], seg, pb.clone()));
-    let loaded = futures_util::future::join_all(loads).await;
+    let loads = segments.into_iter().enumerate().map(|(k, seg)| {
+        let pb = pb.clone();
+        let job = &job;
+        let range = ranges[k];
+        async move { (k, load_partition(pg, job, threads, k, range, seg, pb).await) }
+    });
+    let mut loaded: Vec<_> = futures_util::stream::iter(loads)
+        .buffer_unordered(at_once)
+        .collect()
+        .await;
+    loaded.sort_by_key(|(k, _)| *k);
+    let loaded = loaded.into_iter().map(|(_, r)| r);
     pb.finish_and_clear();
     let mut written: Option<Written> = None;
     let mut last_copy = t0;
