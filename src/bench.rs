@@ -518,6 +518,12 @@ pub async fn bench(
             id_hi: r.get(2),
         })
         .collect();
+    if parts.is_empty() {
+        return Err(Error::Refused(format!(
+            "execution {} recorded no partitions, so there is nothing to read for case (b')",
+            last.execution_id
+        )));
+    }
     let mut reads = Vec::new();
     let mut cpu = Vec::new();
     for run in 0..args.runs {
@@ -755,6 +761,7 @@ fn parse_summary(stdout: &[u8]) -> Result<RunSummary> {
         .map_err(|e| Error::Refused(format!("unreadable run summary: {e}")))?;
     let mut s = RunSummary::default();
     let num = |k: &str| v.get(k).and_then(|x| x.as_f64()).unwrap_or(0.0);
+    s.execution_id = num("execution_id") as i64;
     s.rows_read = num("rows_read") as u64;
     s.lookback_rows = num("lookback_rows") as u64;
     s.partitions = num("partitions") as u32;

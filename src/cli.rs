@@ -130,7 +130,7 @@ pub struct RunArgs {
     /// Last Seoul day to settle, inclusive (with --from).
     #[arg(long, requires = "from")]
     pub to: Option<chrono::NaiveDate>,
-    /// Number of id-range partitions [default: about one per 16M rows, more when a partition would hold over 64 MiB of per-video day cells, a multiple of workers x streams].
+    /// Number of id-range partitions [default: about one per 16M rows, more when a partition would hold over 64 MiB of per-video day cells, a multiple of workers x streams]. When viewing_log is partitioned by id, each split point moves to the nearest partition bound within half a range, so ranges cover whole partitions where they can (read by sequential scan).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub partitions: Option<u32>,
     /// Reader threads [default: number of cores].
