@@ -503,21 +503,7 @@ pub async fn bench(
 
     // (b') the same partitions (as the last run planned them), read and
     // decoded only.
-    let parts: Vec<Partition> = c
-        .query(
-            "SELECT partition_no, id_lo, id_hi FROM partition_execution \
-             WHERE execution_id = $1 ORDER BY partition_no",
-            &[&last.execution_id],
-        )
-        .await
-        .db("reading the last run's partitions")?
-        .iter()
-        .map(|r| Partition {
-            no: r.get::<_, i32>(0) as u32,
-            id_lo: r.get(1),
-            id_hi: r.get(2),
-        })
-        .collect();
+    let parts = crate::jobs::recorded_plan(&c, last.execution_id).await?;
     if parts.is_empty() {
         return Err(Error::Refused(format!(
             "execution {} recorded no partitions, so there is nothing to read for case (b')",

@@ -263,6 +263,26 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// The partition plan an execution recorded, without its kept results.
+pub async fn recorded_plan(c: &Client, execution: i64) -> Result<Vec<Partition>> {
+    let rows = c
+        .query(
+            "SELECT partition_no, id_lo, id_hi FROM partition_execution \
+             WHERE execution_id = $1 ORDER BY partition_no",
+            &[&execution],
+        )
+        .await
+        .db("reading an execution's partition plan")?;
+    Ok(rows
+        .iter()
+        .map(|r| Partition {
+            no: r.get::<_, i32>(0) as u32,
+            id_lo: r.get(1),
+            id_hi: r.get(2),
+        })
+        .collect())
+}
+
 /// The partition plan of an earlier execution, with the results kept for
 /// its completed partitions.
 pub async fn previous_plan(
