@@ -311,6 +311,11 @@ async fn sigkill_mid_read_then_rerun_reuses_finished_partitions_and_matches_refe
     assert_eq!(st["execution"]["status"], "ABANDONED");
     assert!(st["execution"]["error"].as_str().unwrap().contains("died"));
     assert_eq!(status_of(&c, killed).await, "RUNNING");
+    assert_eq!(
+        kept_results(&c, killed).await,
+        done.len() as i64,
+        "the killed run kept the results of its completed partitions"
+    );
 
     // The rerun (same parameters) notices the dead run and continues it.
     let o = settle_ok(&db.url, &["run", "--all", "--workers", "1", "--json"]).await;
@@ -378,6 +383,10 @@ async fn sigkill_mid_read_then_rerun_reuses_finished_partitions_and_matches_refe
     assert_eq!(reread.len(), 16 - done.len());
     assert!(reread.iter().all(|(no, a)| !done.contains(no) && *a == 1));
     assert_eq!(partitions_with(&c, rerun, "COMPLETED").await.len(), 16);
+    // Published, the instance needs no kept results any more: neither its
+    // own nor the killed run's stay in the repository.
+    assert_eq!(kept_results(&c, rerun).await, 0);
+    assert_eq!(kept_results(&c, killed).await, 0);
 
     assert_matches_reference(&c, "rerun after SIGKILL").await;
     // And the same rows as an uninterrupted run of the same data.
@@ -390,6 +399,17 @@ async fn sigkill_mid_read_then_rerun_reuses_finished_partitions_and_matches_refe
     assert_eq!(h[1], (rerun, "COMPLETED".into()));
     assert_eq!(h[2], (killed, "ABANDONED".into()));
     db.drop_db().await;
+}
+
+/// Partitions of `execution` whose result is still kept for a restart.
+async fn kept_results(c: &tokio_postgres::Client, execution: i64) -> i64 {
+    c.query_one(
+        "SELECT count(*) FROM partition_execution WHERE execution_id = $1 AND result IS NOT NULL",
+        &[&execution],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }
 
 /// A private cluster for the server-restart test (the other tests share the

@@ -33,6 +33,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0005_execution_snapshot.sql",
         sql: include_str!("../../sql/migrations/0005_execution_snapshot.sql"),
     },
+    Migration {
+        name: "0006_clear_unreachable_results.sql",
+        sql: include_str!("../../sql/migrations/0006_clear_unreachable_results.sql"),
+    },
 ];
 
 /// Serialises concurrent `migrate` calls on one database.
