@@ -13,6 +13,9 @@
 //! - (d) one `--date` run of a day after the days before it were settled,
 //!   the nightly case.
 //!
+//! (a), (b) and (b') run in rounds, one of each per round, and the record
+//! also gives each round's ratios against its own floor.
+//!
 //! Each case also records the CPU seconds it cost, split into the server's
 //! and the engine process's, because on 2 cores a time ratio alone cannot
 //! say which side to work on. Case (c) doubles as a check: the record says
@@ -84,6 +87,36 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     v.get(v.len() / 2).copied()
 }
 
+/// Ratios of the runs of one round, each against the floor of its own
+/// round: on a machine that drifts, sturdier than a ratio of medians taken
+/// minutes or an hour apart.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Rounds {
+    pub run_over_floor: Vec<f64>,
+    pub reads_over_floor: Vec<f64>,
+    pub median_run_over_floor: f64,
+    pub median_reads_over_floor: f64,
+}
+
+impl Rounds {
+    fn of(floor: &Stats, run: &Stats, reads: &Stats) -> Rounds {
+        let over = |x: &Stats| -> Vec<f64> {
+            x.runs_s
+                .iter()
+                .zip(&floor.runs_s)
+                .map(|(x, f)| x / f)
+                .collect()
+        };
+        let (run_over_floor, reads_over_floor) = (over(run), over(reads));
+        Rounds {
+            median_run_over_floor: median(run_over_floor.clone()).unwrap_or(0.0),
+            median_reads_over_floor: median(reads_over_floor.clone()).unwrap_or(0.0),
+            run_over_floor,
+            reads_over_floor,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Percentiles {
     pub p50: f64,
@@ -121,6 +154,8 @@ pub struct BenchRecord {
     pub ratio_run_over_reads: f64,
     pub ratio_reference_over_run: Option<f64>,
     pub ratio_date_over_all: f64,
+    /// The same ratios within each round of (a), (b) and (b').
+    pub rounds: Rounds,
     pub engine_peak_rss_bytes: u64,
     pub partitions: u32,
     pub partition_seconds: Percentiles,
@@ -407,9 +442,7 @@ pub async fn bench(
         rec.cpu.server_unmeasured = Some(why.clone());
     }
 
-    // (a) the floor, both ways.
-    let mut id_runs = Vec::new();
-    let mut ctid_runs = Vec::new();
+    // The floor's queries, both ways.
     let id_queries: Vec<String> = split(id_lo, id_hi, workers as u32)
         .iter()
         .map(|p| {
@@ -437,15 +470,68 @@ pub async fn bench(
         .iter()
         .map(|p| ctid_range_query(&leaves, p.id_lo, p.id_hi + 1))
         .collect();
+    // (a), (b) and (b') in rounds, one of each per round, so that a machine
+    // drifting over the bench's half hour moves all three alike, and each
+    // round's ratios compare runs minutes apart.
+    let (mut id_runs, mut ctid_runs) = (Vec::new(), Vec::new());
     let (mut id_cpu, mut ctid_cpu) = (Vec::new(), Vec::new());
+    let mut engine_runs = Vec::new();
+    let mut engine_cpu = Vec::new();
+    let mut last: Option<RunSummary> = None;
+    let mut part_secs = Histogram::<u64>::new(3).expect("histogram");
+    let mut part_rate = Histogram::<u64>::new(3).expect("histogram");
+    let mut reads = Vec::new();
+    let mut reads_cpu = Vec::new();
     for run in 0..args.runs {
-        eprintln!("bench: floor run {}/{}", run + 1, args.runs);
+        let round = format!("{}/{}", run + 1, args.runs);
+        // (a) the floor, both ways.
+        eprintln!("bench: round {round}: floor");
         let m = meter.start(&c).await?;
         id_runs.push(floor(database, &id_queries).await?);
         id_cpu.push(meter.since(&c, m).await?);
         let m = meter.start(&c).await?;
         ctid_runs.push(floor(database, &ctid_queries).await?);
         ctid_cpu.push(meter.since(&c, m).await?);
+
+        // (b) the engine, --all.
+        eprintln!("bench: round {round}: settle run --all");
+        let mut cmd_args = vec![
+            "run".to_string(),
+            "--all".into(),
+            "--force".into(),
+            "--fresh".into(),
+            "--json".into(),
+        ];
+        cmd_args.extend(engine_flags(args, workers));
+        let m = meter.start(&c).await?;
+        let (secs, s) = run_settle(exe, url, &cmd_args)?;
+        engine_cpu.push(meter.since(&c, m).await?);
+        engine_runs.push(secs);
+        rec.engine_peak_rss_bytes = rec.engine_peak_rss_bytes.max(s.peak_rss_bytes);
+        for p in &s.partition_timings {
+            let _ = part_secs.record((p.seconds * 1000.0) as u64);
+            if p.seconds > 0.0 {
+                let _ = part_rate.record((p.rows as f64 / p.seconds) as u64);
+            }
+        }
+
+        // (b') the same partitions (as that run planned them), read and
+        // decoded only.
+        let parts = crate::jobs::recorded_plan(&c, s.execution_id).await?;
+        if parts.is_empty() {
+            return Err(Error::Refused(format!(
+                "execution {} recorded no partitions, so there is nothing to read for case (b')",
+                s.execution_id
+            )));
+        }
+        last = Some(s);
+        eprintln!("bench: round {round}: the engine's reads alone");
+        let m = meter.start(&c).await?;
+        let (secs, n) =
+            tokio::task::block_in_place(|| engine_reads(database.config(), &parts, workers))?;
+        reads_cpu.push(meter.since_in_process(&c, m).await?);
+        reads.push(secs);
+        rec.engine_reads_rows = n;
     }
     rec.floor_id_ranges = Stats::of(id_runs);
     rec.floor_ctid_ranges = Stats::of(ctid_runs);
@@ -458,38 +544,8 @@ pub async fn bench(
     };
     rec.floor_method = format!("{workers} parallel {method}");
     rec.floor = floor_stats;
-
-    // (b) the engine, --all.
-    let mut engine_runs = Vec::new();
-    let mut last: Option<RunSummary> = None;
-    let mut part_secs = Histogram::<u64>::new(3).expect("histogram");
-    let mut part_rate = Histogram::<u64>::new(3).expect("histogram");
-    let mut cpu = Vec::new();
-    for run in 0..args.runs {
-        eprintln!("bench: settle run --all {}/{}", run + 1, args.runs);
-        let mut cmd_args = vec![
-            "run".to_string(),
-            "--all".into(),
-            "--force".into(),
-            "--fresh".into(),
-            "--json".into(),
-        ];
-        cmd_args.extend(engine_flags(args, workers));
-        let m = meter.start(&c).await?;
-        let (secs, s) = run_settle(exe, url, &cmd_args)?;
-        cpu.push(meter.since(&c, m).await?);
-        engine_runs.push(secs);
-        rec.engine_peak_rss_bytes = rec.engine_peak_rss_bytes.max(s.peak_rss_bytes);
-        for p in &s.partition_timings {
-            let _ = part_secs.record((p.seconds * 1000.0) as u64);
-            if p.seconds > 0.0 {
-                let _ = part_rate.record((p.rows as f64 / p.seconds) as u64);
-            }
-        }
-        last = Some(s);
-    }
     rec.engine_all = Stats::of(engine_runs);
-    rec.cpu.engine_all = Cpu::of(&cpu);
+    rec.cpu.engine_all = Cpu::of(&engine_cpu);
     let last = last.expect("at least one run");
     rec.partitions = last.partitions;
     rec.exact_path_seeds = last.exact_path.seeds;
@@ -500,29 +556,9 @@ pub async fn bench(
     rec.partition_seconds = percentiles(&part_secs, 1000.0);
     rec.partition_rows_per_s = percentiles(&part_rate, 1.0);
     rec.engine_ns_per_row = rec.engine_all.median_s * 1e9 / rows as f64;
-
-    // (b') the same partitions (as the last run planned them), read and
-    // decoded only.
-    let parts = crate::jobs::recorded_plan(&c, last.execution_id).await?;
-    if parts.is_empty() {
-        return Err(Error::Refused(format!(
-            "execution {} recorded no partitions, so there is nothing to read for case (b')",
-            last.execution_id
-        )));
-    }
-    let mut reads = Vec::new();
-    let mut cpu = Vec::new();
-    for run in 0..args.runs {
-        eprintln!("bench: the engine's reads alone {}/{}", run + 1, args.runs);
-        let m = meter.start(&c).await?;
-        let (secs, n) =
-            tokio::task::block_in_place(|| engine_reads(database.config(), &parts, workers))?;
-        cpu.push(meter.since_in_process(&c, m).await?);
-        reads.push(secs);
-        rec.engine_reads_rows = n;
-    }
     rec.engine_reads = Stats::of(reads);
-    rec.cpu.engine_reads = Cpu::of(&cpu);
+    rec.cpu.engine_reads = Cpu::of(&reads_cpu);
+    rec.rounds = Rounds::of(&rec.floor, &rec.engine_all, &rec.engine_reads);
 
     // (c) the reference.
     if !args.skip_reference {
@@ -878,16 +914,26 @@ pub fn markdown(r: &BenchRecord) -> String {
             &r.floor_ctid_ranges
         })
     ));
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     o.push_str(&format!(
-        "| (b) settle run --all | {} | run/floor = **{:.2}** |\n",
+        "| (b) settle run --all | {} | run/floor = **{:.2}** (per round: median {:.2} of {}) |\n",
         fmt(&r.engine_all),
-        r.ratio_run_over_floor
+        r.ratio_run_over_floor,
+        r.rounds.median_run_over_floor,
+        list(&r.rounds.run_over_floor)
     ));
     o.push_str(&format!(
-        "| (b') the engine's reads alone: its {} partitions decoded, nothing aggregated | {} | reads/floor = {:.2}, run/reads = {:.2} |\n",
+        "| (b') the engine's reads alone: its {} partitions decoded, nothing aggregated | {} | reads/floor = {:.2} (per round: median {:.2} of {}), run/reads = {:.2} |\n",
         r.partitions,
         fmt(&r.engine_reads),
         r.ratio_reads_over_floor,
+        r.rounds.median_reads_over_floor,
+        list(&r.rounds.reads_over_floor),
         r.ratio_run_over_reads
     ));
     if let (Some(s), Some(x)) = (&r.reference, r.ratio_reference_over_run) {

@@ -71,6 +71,25 @@ async fn bench_smoke_run_records_every_case_and_agrees_with_the_reference() {
         let x = rec[ratio].as_f64().expect(ratio);
         assert!(x.is_finite() && x > 0.0, "{ratio}: {rec:#}");
     }
+    // Each round's own ratios, one per round, agree with the medians' when
+    // there is one round.
+    for (list, median) in [
+        ("run_over_floor", "median_run_over_floor"),
+        ("reads_over_floor", "median_reads_over_floor"),
+    ] {
+        let v = rec["rounds"][list].as_array().expect(list);
+        assert_eq!(v.len(), 1, "{list}: {rec:#}");
+        let x = v[0].as_f64().unwrap();
+        assert!(x.is_finite() && x > 0.0, "{list}: {rec:#}");
+        assert_eq!(rec["rounds"][median].as_f64(), Some(x), "{rec:#}");
+    }
+    assert!(
+        (rec["rounds"]["median_run_over_floor"].as_f64().unwrap()
+            - rec["ratio_run_over_floor"].as_f64().unwrap())
+        .abs()
+            < 1e-9,
+        "{rec:#}"
+    );
     // The date run reads one day of ten (plus its look-back), not the log.
     let date_rows = rec["date_rows_read"].as_u64().unwrap();
     assert!(
