@@ -5,10 +5,16 @@
 //! - (a) the floor: server-side `COPY (SELECT <engine columns> ...) TO
 //!   '/dev/null'` over as many parallel ranges as workers (id and ctid
 //!   ranges; the faster counts);
-//! - (b) `settle run --all`, as a subprocess so its own peak RSS is measured;
+//! - (b) `settle run --all`, as a subprocess so its own peak RSS is measured,
+//!   onto empty result tables each time, so every round publishes every row;
 //! - (b') the same partitions read and decoded by as many threads, nothing
 //!   aggregated: it splits run/floor into what the engine's reads cost and
 //!   what the settlement work adds;
+//! - (w) the write floor: (b)'s result rows copied into empty copies of
+//!   their tables in one transaction, which is what publishing them costs
+//!   the server with nothing left to compute. Publishing follows the last
+//!   read (a day's sums are final only once every partition is read) in one
+//!   backend, so no run that publishes its rows takes less than (a) + (w);
 //! - (c) sql/reference/ on the same data;
 //! - (d) one `--date` run of a day after the days before it were settled,
 //!   the nightly case.
@@ -26,7 +32,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use bytes::{Bytes, BytesMut};
 use futures_util::future::try_join_all;
+use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use tokio_postgres::Client;
 
@@ -142,6 +150,12 @@ pub struct BenchRecord {
     pub engine_reads: Stats,
     /// Rows (b') decoded in its last run: all of viewing_log.
     pub engine_reads_rows: u64,
+    /// (w): (b)'s result rows copied into empty tables in one transaction.
+    pub write_floor: Stats,
+    /// Rows (w) copied: settlement_video's and settlement_creator's.
+    pub write_floor_rows: u64,
+    /// settlement_video and settlement_creator rows (b)'s last run wrote.
+    pub engine_rows_written: u64,
     pub reference: Option<Stats>,
     pub date_setup_s: f64,
     pub date_day: String,
@@ -149,6 +163,10 @@ pub struct BenchRecord {
     pub date_rows_read: u64,
     pub date_lookback_rows: u64,
     pub ratio_run_over_floor: f64,
+    pub ratio_write_over_floor: f64,
+    /// (a + w) / a: the least run/floor of a run that publishes its rows,
+    /// were its reads to cost what the floor costs and its own work nothing.
+    pub bound_run_over_floor: f64,
     /// run/floor split in two: what the reads cost, and what the rest adds.
     pub ratio_reads_over_floor: f64,
     pub ratio_run_over_reads: f64,
@@ -205,6 +223,7 @@ pub struct CpuRecord {
     pub floor_ctid_ranges: Cpu,
     pub engine_all: Cpu,
     pub engine_reads: Cpu,
+    pub write_floor: Cpu,
     pub reference: Option<Cpu>,
     pub engine_date: Cpu,
 }
@@ -493,8 +512,13 @@ pub async fn bench(
         ctid_runs.push(floor(database, &ctid_queries).await?);
         ctid_cpu.push(meter.since(&c, m).await?);
 
-        // (b) the engine, --all.
+        // (b) the engine, --all, publishing every row: with the results of
+        // the round before left in place it would write only what changed
+        // (nothing), and the first round would differ from the others.
         eprintln!("bench: round {round}: settle run --all");
+        c.batch_execute("TRUNCATE settlement_video, settlement_creator, top_videos, settled_day")
+            .await
+            .db("clearing results before a run")?;
         let mut cmd_args = vec![
             "run".to_string(),
             "--all".into(),
@@ -548,6 +572,7 @@ pub async fn bench(
     rec.cpu.engine_all = Cpu::of(&engine_cpu);
     let last = last.expect("at least one run");
     rec.partitions = last.partitions;
+    rec.engine_rows_written = last.written.video_rows + last.written.creator_rows;
     rec.exact_path_seeds = last.exact_path.seeds;
     rec.exact_path_late_rows = last.exact_path.late_rows;
     rec.exact_path_reread_rows = last.exact_path.reread_rows;
@@ -559,6 +584,33 @@ pub async fn bench(
     rec.engine_reads = Stats::of(reads);
     rec.cpu.engine_reads = Cpu::of(&reads_cpu);
     rec.rounds = Rounds::of(&rec.floor, &rec.engine_all, &rec.engine_reads);
+
+    // (w) the write floor, on the rows (b) published.
+    let mut payload = Vec::new();
+    for t in WRITTEN_TABLES {
+        payload.push(copy_table_out(&c, t).await?);
+    }
+    let (mut runs, mut cpu) = (Vec::new(), Vec::new());
+    for run in 0..args.runs {
+        eprintln!("bench: the write floor {}/{}", run + 1, args.runs);
+        let wc = database.connect().await?;
+        wc.batch_execute(&scratch_tables_sql())
+            .await
+            .db("creating the write floor's scratch tables")?;
+        let m = meter.start(&c).await?;
+        let (secs, n) = write_floor(&wc, &payload).await?;
+        wc.batch_execute(&drop_scratch_tables_sql())
+            .await
+            .db("dropping the write floor's scratch tables")?;
+        // Its own connection, so its backend's CPU is reaped and counted.
+        drop(wc);
+        cpu.push(meter.since(&c, m).await?);
+        runs.push(secs);
+        rec.write_floor_rows = n;
+    }
+    drop(payload);
+    rec.write_floor = Stats::of(runs);
+    rec.cpu.write_floor = Cpu::of(&cpu);
 
     // (c) the reference.
     if !args.skip_reference {
@@ -641,6 +693,8 @@ pub async fn bench(
 
     rec.ratio_run_over_floor = rec.engine_all.median_s / rec.floor.median_s;
     rec.ratio_reads_over_floor = rec.engine_reads.median_s / rec.floor.median_s;
+    rec.ratio_write_over_floor = rec.write_floor.median_s / rec.floor.median_s;
+    rec.bound_run_over_floor = 1.0 + rec.ratio_write_over_floor;
     rec.ratio_run_over_reads = rec.engine_all.median_s / rec.engine_reads.median_s;
     rec.ratio_reference_over_run = rec
         .reference
@@ -699,6 +753,80 @@ async fn floor(database: &Database, queries: &[String]) -> Result<f64> {
     }))
     .await?;
     Ok(t.elapsed().as_secs_f64())
+}
+
+/// The sums tables a run publishes in bulk (top_videos is a few hundred rows).
+const WRITTEN_TABLES: [&str; 2] = ["settlement_video", "settlement_creator"];
+
+fn scratch(table: &str) -> String {
+    format!("bench_write_floor_{table}")
+}
+
+/// Empty copies of the written tables, primary keys included, created in a
+/// transaction of their own: one created in the writing transaction would
+/// skip the WAL (`wal_level = minimal`), which the engine's writes do not.
+fn scratch_tables_sql() -> String {
+    WRITTEN_TABLES
+        .iter()
+        .map(|t| {
+            format!(
+                "DROP TABLE IF EXISTS {s}; CREATE TABLE {s} (LIKE {t} INCLUDING ALL);",
+                s = scratch(t)
+            )
+        })
+        .collect()
+}
+
+fn drop_scratch_tables_sql() -> String {
+    WRITTEN_TABLES
+        .iter()
+        .map(|t| format!("DROP TABLE {};", scratch(t)))
+        .collect()
+}
+
+/// A table's rows as binary COPY chunks, held in memory so that (w) times
+/// the server's writing alone.
+async fn copy_table_out(c: &Client, table: &str) -> Result<Vec<Bytes>> {
+    let ctx = format!("reading {table} for the write floor");
+    let stream = c
+        .copy_out(format!("COPY {table} TO STDOUT (FORMAT binary)").as_str())
+        .await
+        .db(ctx.clone())?;
+    futures_util::pin_mut!(stream);
+    let mut chunks = Vec::new();
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        buf.extend_from_slice(&chunk.db(ctx.clone())?);
+        if buf.len() >= 1 << 20 {
+            chunks.push(buf.split().freeze());
+        }
+    }
+    chunks.push(buf.freeze());
+    Ok(chunks)
+}
+
+/// One run of (w): each payload copied into its scratch table, all in one
+/// transaction and committed, as the engine publishes. Returns the time and
+/// the rows written.
+async fn write_floor(c: &Client, payload: &[Vec<Bytes>]) -> Result<(f64, u64)> {
+    let t = Instant::now();
+    c.batch_execute("BEGIN")
+        .await
+        .db("starting the write floor")?;
+    let mut rows = 0;
+    for (table, chunks) in WRITTEN_TABLES.iter().zip(payload) {
+        let sql = format!("COPY {} FROM STDIN (FORMAT binary)", scratch(table));
+        let sink = c.copy_in::<_, Bytes>(sql.as_str()).await.db(sql.clone())?;
+        futures_util::pin_mut!(sink);
+        for chunk in chunks {
+            sink.send(chunk.clone()).await.db(sql.clone())?;
+        }
+        rows += sink.finish().await.db(sql.clone())?;
+    }
+    c.batch_execute("COMMIT")
+        .await
+        .db("committing the write floor")?;
+    Ok((t.elapsed().as_secs_f64(), rows))
 }
 
 /// One run of (b'): `parts` streamed and decoded by `workers` threads, each
@@ -793,6 +921,11 @@ fn parse_summary(stdout: &[u8]) -> Result<RunSummary> {
         s.exact_path.seeds = e.get("seeds").and_then(|x| x.as_u64()).unwrap_or(0);
         s.exact_path.late_rows = e.get("late_rows").and_then(|x| x.as_u64()).unwrap_or(0);
         s.exact_path.reread_rows = e.get("reread_rows").and_then(|x| x.as_u64()).unwrap_or(0);
+    }
+    if let Some(w) = v.get("written") {
+        let n = |k: &str| w.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+        s.written.video_rows = n("video_rows");
+        s.written.creator_rows = n("creator_rows");
     }
     if let Some(p) = v.get("phases") {
         let f = |k: &str| p.get(k).and_then(|x| x.as_f64()).unwrap_or(0.0);
@@ -936,6 +1069,13 @@ pub fn markdown(r: &BenchRecord) -> String {
         list(&r.rounds.reads_over_floor),
         r.ratio_run_over_reads
     ));
+    o.push_str(&format!(
+        "| (w) the write floor: (b)'s {} result rows copied into empty copies of their tables in one transaction | {} | write/floor = {:.2}; (a) + (w) = **{:.2}** × the floor |\n",
+        crate::report::human_count(r.write_floor_rows),
+        fmt(&r.write_floor),
+        r.ratio_write_over_floor,
+        r.bound_run_over_floor
+    ));
     if let (Some(s), Some(x)) = (&r.reference, r.ratio_reference_over_run) {
         o.push_str(&format!(
             "| (c) sql/reference | {} | reference/run = **{:.2}** |\n",
@@ -978,6 +1118,13 @@ pub fn markdown(r: &BenchRecord) -> String {
     o.push_str(&format!(
         "- date run read {} rows, of which {} look-back (the 30 s before the day)\n",
         r.date_rows_read, r.date_lookback_rows
+    ));
+    o.push_str(&format!(
+        "- a run publishes after its last read (a day's sums are final only once every partition is \
+         read), in one transaction and so one backend: one that publishes all its rows takes at least \
+         (a) + (w), run/floor ≥ {:.2}, even were its reads to cost what the floor costs and its own \
+         work nothing\n",
+        r.bound_run_over_floor
     ));
     match r.reference_differing_rows {
         Some(0) => o.push_str("- (b)'s published rows equal (c)'s, row for row\n"),
@@ -1024,6 +1171,7 @@ fn cpu_table(r: &BenchRecord) -> String {
     row("(a) floor, id ranges", &c.floor_id_ranges);
     row("(b) settle run --all", &c.engine_all);
     row("(b') the engine's reads alone", &c.engine_reads);
+    row("(w) the write floor", &c.write_floor);
     if let Some(x) = &c.reference {
         row("(c) sql/reference", x);
     }
