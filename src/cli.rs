@@ -81,12 +81,14 @@ pub enum Command {
         execution: i64,
     },
     /// Measure the engine on the current data against the floor (server-side
-    /// COPY to /dev/null), its own reads alone and sql/reference/, and the
-    /// nightly --date case,
-    /// with each case's CPU seconds (server and engine) and a check that the
-    /// engine's rows equal the reference's; writes a JSON record and a
-    /// markdown table to results/. `settle bench datagen` measures the
-    /// generator against pgbench -i instead.
+    /// COPY to /dev/null), its own reads alone, the write alone (its result
+    /// rows copied into empty tables), sql/reference/, and the nightly --date
+    /// case, with each case's CPU seconds (server and engine) and a check
+    /// that the engine's rows equal the reference's; writes a JSON record
+    /// and a markdown table to results/. It clears and rewrites the
+    /// settlement results, so run it on a bench database, never on the one
+    /// operators publish to. `settle bench datagen` measures the generator
+    /// against pgbench -i instead.
     #[command(args_conflicts_with_subcommands = true)]
     Bench {
         #[command(subcommand)]
