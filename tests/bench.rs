@@ -116,7 +116,11 @@ async fn bench_smoke_run_records_every_case_and_agrees_with_the_reference() {
             .map(|x| x.as_f64().unwrap())
             .collect();
         let want: Vec<f64> = runs(case).iter().zip(&floor).map(|(x, f)| x / f).collect();
-        assert_eq!(v, want, "{list}: {rec:#}");
+        // Equal up to the last bit the JSON round trip may change.
+        assert_eq!(v.len(), want.len(), "{list}: {rec:#}");
+        for (x, w) in v.iter().zip(&want) {
+            assert!((x - w).abs() <= 1e-12 * w.abs(), "{list}: {rec:#}");
+        }
         assert_eq!(
             rec["rounds"][median].as_f64(),
             Some(v[0].max(v[1])),
