@@ -34,7 +34,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::future::try_join_all;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use tokio_postgres::Client;
 
@@ -44,6 +44,7 @@ use crate::error::{DbContext, Error, Result};
 use crate::partition::{partition_query, split, Partition, Scope};
 use crate::read::{copy_plays, open_reader, PLAY_COLUMNS};
 use crate::rules::Day;
+use crate::write::{copy_in, PUBLISHED_TABLES};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct BenchArgs {
@@ -289,11 +290,9 @@ impl CpuMeter {
     /// `--date` runs right after their setup's 1.7M inserted rows once
     /// showed 37.9 server core-seconds for one day, against 11).
     async fn start(&self, c: &Client) -> Result<CpuMark> {
-        c.batch_execute(
-            "VACUUM (ANALYZE) settlement_video, settlement_creator, top_videos, settled_day",
-        )
-        .await
-        .db("vacuuming the result tables between cases")?;
+        c.batch_execute(&format!("VACUUM (ANALYZE) {PUBLISHED_TABLES}"))
+            .await
+            .db("vacuuming the result tables between cases")?;
         Ok(self.mark())
     }
 
@@ -516,7 +515,7 @@ pub async fn bench(
         // the round before left in place it would write only what changed
         // (nothing), and the first round would differ from the others.
         eprintln!("bench: round {round}: settle run --all");
-        c.batch_execute("TRUNCATE settlement_video, settlement_creator, top_videos, settled_day")
+        c.batch_execute(&format!("TRUNCATE {PUBLISHED_TABLES}"))
             .await
             .db("clearing results before a run")?;
         let mut cmd_args = vec![
@@ -593,12 +592,12 @@ pub async fn bench(
     let (mut runs, mut cpu) = (Vec::new(), Vec::new());
     for run in 0..args.runs {
         eprintln!("bench: the write floor {}/{}", run + 1, args.runs);
-        let wc = database.connect().await?;
+        let mut wc = database.connect().await?;
         wc.batch_execute(&scratch_tables_sql())
             .await
             .db("creating the write floor's scratch tables")?;
         let m = meter.start(&c).await?;
-        let (secs, n) = write_floor(&wc, &payload).await?;
+        let (secs, n) = write_floor(&mut wc, &payload).await?;
         wc.batch_execute(&drop_scratch_tables_sql())
             .await
             .db("dropping the write floor's scratch tables")?;
@@ -648,7 +647,7 @@ pub async fn bench(
         .map(Day::from_date)
         .unwrap_or(Day((first.0 + last_day.0) / 2));
     rec.date_day = day.to_string();
-    c.batch_execute("TRUNCATE settlement_video, settlement_creator, top_videos, settled_day")
+    c.batch_execute(&format!("TRUNCATE {PUBLISHED_TABLES}"))
         .await
         .db("clearing results for the date case")?;
     if day > first {
@@ -805,27 +804,18 @@ async fn copy_table_out(c: &Client, table: &str) -> Result<Vec<Bytes>> {
     Ok(chunks)
 }
 
-/// One run of (w): each payload copied into its scratch table, all in one
-/// transaction and committed, as the engine publishes. Returns the time and
-/// the rows written.
-async fn write_floor(c: &Client, payload: &[Vec<Bytes>]) -> Result<(f64, u64)> {
+/// One run of (w): each payload copied into its scratch table through the
+/// engine's own `copy_in`, all in one transaction and committed, as the
+/// engine publishes. Returns the time and the rows written.
+async fn write_floor(c: &mut Client, payload: &[Vec<Bytes>]) -> Result<(f64, u64)> {
     let t = Instant::now();
-    c.batch_execute("BEGIN")
-        .await
-        .db("starting the write floor")?;
+    let tx = c.transaction().await.db("starting the write floor")?;
     let mut rows = 0;
     for (table, chunks) in WRITTEN_TABLES.iter().zip(payload) {
         let sql = format!("COPY {} FROM STDIN (FORMAT binary)", scratch(table));
-        let sink = c.copy_in::<_, Bytes>(sql.as_str()).await.db(sql.clone())?;
-        futures_util::pin_mut!(sink);
-        for chunk in chunks {
-            sink.send(chunk.clone()).await.db(sql.clone())?;
-        }
-        rows += sink.finish().await.db(sql.clone())?;
+        rows += copy_in(&tx, &sql, chunks.iter().cloned()).await?;
     }
-    c.batch_execute("COMMIT")
-        .await
-        .db("committing the write floor")?;
+    tx.commit().await.db("committing the write floor")?;
     Ok((t.elapsed().as_secs_f64(), rows))
 }
 

@@ -75,7 +75,7 @@ pub async fn demo(
     opts.force = true;
     opts.progress = progress;
     // The demo regenerates its data each time, so earlier results are stale.
-    c.batch_execute("TRUNCATE settlement_video, settlement_creator, top_videos, settled_day")
+    c.batch_execute(&format!("TRUNCATE {}", crate::write::PUBLISHED_TABLES))
         .await
         .db("clearing the previous demo's results")?;
     let run = match engine::run(database, &opts, Arc::new(AtomicBool::new(false))).await? {

@@ -11,6 +11,11 @@ use crate::rank::TopRow;
 use crate::rules::calendar::{Day, Period, PeriodKind, PG_EPOCH_DAYS};
 use crate::settle::{PeriodRows, Sums};
 
+/// Every table a run publishes into: the three result tables and the
+/// ledger of settled days. The bench and the demo empty them all to start
+/// from nothing.
+pub const PUBLISHED_TABLES: &str = "settlement_video, settlement_creator, top_videos, settled_day";
+
 /// Rows written, per table.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct WriteStats {
@@ -100,7 +105,7 @@ impl CopyBuf {
     }
 }
 
-async fn copy_in(
+pub(crate) async fn copy_in(
     tx: &Transaction<'_>,
     sql: &str,
     chunks: impl IntoIterator<Item = Bytes>,
