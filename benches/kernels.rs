@@ -206,12 +206,17 @@ fn bench_validate(c: &mut Criterion) {
 
 /// Realistic plays: time-ordered with a few hours of disorder, popular
 /// videos hot (a crude power law), some rapid replays.
-fn realistic_plays(n: usize) -> (settle::catalog::Catalog, Vec<settle::read::Play>) {
+fn realistic_plays(
+    n: usize,
+) -> (
+    settle::pipeline::catalog::Catalog,
+    Vec<settle::pipeline::read::Play>,
+) {
     let mut r = Rng::new(7);
     let videos: Vec<(i64, i64, i32)> = (1..=100_000)
         .map(|v| (v, 1_000_000 + (v % 10_000), 300 + (v % 7000) as i32))
         .collect();
-    let catalog = settle::catalog::Catalog::new(videos.clone());
+    let catalog = settle::pipeline::catalog::Catalog::new(videos.clone());
     let base = 773_161_200_000_000i64; // 2024-07-02 00:00 KST in PG microseconds
     let mut plays = Vec::with_capacity(n);
     for i in 0..n as i64 {
@@ -227,7 +232,7 @@ fn realistic_plays(n: usize) -> (settle::catalog::Catalog, Vec<settle::read::Pla
         let lag = (r.log_uniform(7_200) as i64) * 1_000_000;
         let user = 1 + r.below(1_000_000) as i64;
         let ts = base + i * 27_000 - lag; // ~3.2M plays a day
-        plays.push(settle::read::Play {
+        plays.push(settle::pipeline::read::Play {
             id: i + 1,
             user_id: user,
             video_id: video,
@@ -245,7 +250,7 @@ fn realistic_plays(n: usize) -> (settle::catalog::Catalog, Vec<settle::read::Pla
     (catalog, plays)
 }
 
-fn encode_copy(rows: &[settle::read::Play]) -> Vec<u8> {
+fn encode_copy(rows: &[settle::pipeline::read::Play]) -> Vec<u8> {
     let mut b = b"PGCOPY\n\xff\r\n\0".to_vec();
     b.extend_from_slice(&[0u8; 8]);
     for p in rows {
@@ -272,10 +277,10 @@ fn bench_decode(c: &mut Criterion) {
     g.bench_function("binary_copy_row_per_message", |b| {
         let header = 19;
         b.iter(|| {
-            let mut d = settle::read::Decoder::new();
+            let mut d = settle::pipeline::read::Decoder::new();
             let mut sum = 0i64;
             d.feed(&bytes[..header], |_| {}).expect("header");
-            for chunk in bytes[header..].chunks(settle::read::ROW_BYTES) {
+            for chunk in bytes[header..].chunks(settle::pipeline::read::ROW_BYTES) {
                 d.feed(chunk, |p| sum = sum.wrapping_add(p.video_id))
                     .expect("row");
             }
@@ -293,8 +298,11 @@ fn bench_aggregate(c: &mut Criterion) {
     // Validation, exclusions, the rapid_replay window and the per-day sums.
     g.bench_function("push_realistic_3h_window", |b| {
         b.iter(|| {
-            let mut a =
-                settle::aggregate::Aggregator::new(&catalog, Default::default(), 3 * 3_600_000_000);
+            let mut a = settle::pipeline::aggregate::Aggregator::new(
+                &catalog,
+                Default::default(),
+                3 * 3_600_000_000,
+            );
             for batch in plays.chunks(32) {
                 a.push_batch(batch);
             }
@@ -303,8 +311,11 @@ fn bench_aggregate(c: &mut Criterion) {
     });
     g.bench_function("push_realistic_10min_window", |b| {
         b.iter(|| {
-            let mut a =
-                settle::aggregate::Aggregator::new(&catalog, Default::default(), 600_000_000);
+            let mut a = settle::pipeline::aggregate::Aggregator::new(
+                &catalog,
+                Default::default(),
+                600_000_000,
+            );
             for p in &plays {
                 a.push(p);
             }
@@ -315,7 +326,8 @@ fn bench_aggregate(c: &mut Criterion) {
     // validation and the hand-off to the exact path run.
     g.bench_function("push_all_late_no_window", |b| {
         b.iter(|| {
-            let mut a = settle::aggregate::Aggregator::new(&catalog, Default::default(), -1);
+            let mut a =
+                settle::pipeline::aggregate::Aggregator::new(&catalog, Default::default(), -1);
             for p in &plays {
                 a.push(p);
             }

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::rules::calendar::Day;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("no PostgreSQL server binaries found (looked on PATH and in /usr/lib/postgresql/*/bin); install them (Debian: apt-get install postgresql) or set DATABASE_URL")]
@@ -32,13 +34,18 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    /// The run cannot go ahead as asked; the variant carries the facts.
     #[error("{0}")]
-    Refused(String),
+    Refused(Refusal),
 
-    #[error("another run holds the settlement lock (execution {holder}); wait for it to finish or stop it with `settle stop {holder}`")]
+    /// A tool off the run path (bench, demo) could not do its work.
+    #[error("{0}")]
+    Tool(String),
+
+    #[error("another run holds the settlement lock (execution {holder})")]
     Locked { holder: i64 },
 
-    #[error("the run found {found} rejected rows, more than --max-rejects {limit}; nothing was published. Inspect them with `settle status {execution}`")]
+    #[error("the run found {found} rejected rows, more than --max-rejects {limit}; nothing was published")]
     TooManyRejects {
         found: u64,
         limit: u64,
@@ -59,6 +66,68 @@ pub enum Error {
     },
 }
 
+/// Why a run was refused, with the facts a caller needs to word advice.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Refusal {
+    /// The first day asked for comes after the last.
+    Backwards { from: Day, to: Day },
+    /// Days between the settled history and the request are not settled,
+    /// and tiers count every earlier day.
+    Gap {
+        first_unsettled: Day,
+        last_unsettled: Day,
+        to: Day,
+    },
+    /// A day inside the settled history is not settled.
+    Hole { day: Day, to: Day },
+    /// The log has plays before `day` that are not settled.
+    UnsettledBefore { day: Day },
+    /// A play's `started_at` is infinite, so it falls on no Seoul day.
+    NoSeoulDay { id: i64, started_at: String },
+    /// Stored month rows hold fewer views than the day rows before `before`.
+    InconsistentStore { video: i64, before: Day },
+    /// A kept partition result could not be decoded.
+    UnreadableKept { detail: String },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Backwards { from, to } => {
+                write!(f, "the first day {from} is after the last day {to}")
+            }
+            Refusal::Gap {
+                first_unsettled,
+                last_unsettled,
+                ..
+            } => write!(
+                f,
+                "days {first_unsettled} to {last_unsettled} are not settled yet, and tiers count every earlier day"
+            ),
+            Refusal::Hole { day, .. } => write!(
+                f,
+                "day {day} is not settled, and tiers count every earlier day"
+            ),
+            Refusal::UnsettledBefore { day } => write!(
+                f,
+                "viewing_log has plays before {day} that are not settled, and tiers count a video's whole history"
+            ),
+            Refusal::NoSeoulDay { id, started_at } => write!(
+                f,
+                "viewing_log row {id} has started_at = {started_at}, which falls on no Seoul day"
+            ),
+            Refusal::InconsistentStore { video, before } => write!(
+                f,
+                "stored results are inconsistent: video {video}'s month rows hold fewer views than its day rows before {before}"
+            ),
+            Refusal::UnreadableKept { detail } => {
+                write!(f, "a kept partition result is unreadable ({detail})")
+            }
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Attaches context to database errors without a closure at every call site.
@@ -76,6 +145,38 @@ impl<T> DbContext<T> for std::result::Result<T, tokio_postgres::Error> {
 }
 
 impl Error {
+    /// Errors worth another attempt: the connection or server went away for
+    /// a while, or the server asked us to retry.
+    pub fn is_transient(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        let Error::Db { source, .. } = self else {
+            return false;
+        };
+        match source.code() {
+            None => true, // I/O: connection reset or closed
+            Some(code) => [
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+                SqlState::TOO_MANY_CONNECTIONS,
+                SqlState::T_R_SERIALIZATION_FAILURE,
+                SqlState::T_R_DEADLOCK_DETECTED,
+                SqlState::CONNECTION_EXCEPTION,
+                SqlState::CONNECTION_FAILURE,
+                SqlState::CONNECTION_DOES_NOT_EXIST,
+            ]
+            .contains(code),
+        }
+    }
+
+    /// The refusal's facts, when the run was refused.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            Error::Refused(r) => Some(r),
+            _ => None,
+        }
+    }
+
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),

@@ -1,31 +1,25 @@
 //! settle: the nightly settlement engine.
 //!
-//! The module tree follows the pipeline: `partition` → `read` → `aggregate`
-//! → `settle` / `rank` → `write`, with the job repository (`jobs`) beside it.
-//! `rules` holds the SPEC's rules as plain functions; `db` finds or starts
-//! the database.
+//! The crate reads as the pipeline: [`engine`] conducts one run through the
+//! stages in [`pipeline`], recording it in the job repository ([`jobs`]).
+//! [`rules`] holds the SPEC's rules as plain functions; [`db`] finds or
+//! starts the database; [`tools`] holds what is off the run path. Callers
+//! use the front door, [`Settle`].
 
-pub mod aggregate;
-pub mod bench;
-pub mod catalog;
+pub mod api;
 pub mod db;
-pub mod demo;
 pub mod engine;
 pub mod error;
-pub mod history;
 pub mod jobs;
-pub mod ledger;
-pub mod partition;
-pub mod rank;
-pub mod read;
-pub mod reference;
-pub mod replay;
+pub mod pipeline;
 pub mod report;
 pub mod rules;
-pub mod settle;
+pub mod sys;
+#[cfg(feature = "testkit")]
 pub mod testkit;
-pub mod totals;
-pub mod window;
-pub mod write;
+pub mod tools;
 
+pub use api::{
+    Config, Event, Note, Observer, Phase, RunOutcome, RunRequest, Settle, StopAnswer, StopSignal,
+};
 pub use error::{Error, Result};

@@ -13,7 +13,7 @@ async fn all_configurations(order: Order, seed: f64) {
     let db = TestDb::new().await.unwrap();
     let c = db.connect().await.unwrap();
     load_hard_data(&c, seed, 4000, order).await;
-    settle::reference::run(&c).await.unwrap();
+    settle::tools::reference::run(&c).await.unwrap();
     let database = db.database().await.unwrap();
     for partitions in [1u32, 2, 7, 64] {
         // Workers, and COPY streams per worker (each stream a pass of its own).
@@ -23,7 +23,7 @@ async fn all_configurations(order: Order, seed: f64) {
             o.streams = streams;
             let s = run(&database, &o).await;
             assert!(s.counted > 0 && s.excluded.rapid_replay > 0 && s.rejected.bad_position > 0);
-            let diff = settle::reference::compare(&c).await.unwrap();
+            let diff = settle::tools::reference::compare(&c).await.unwrap();
             assert!(
                 diff.is_empty(),
                 "{order:?} partitions {partitions} workers {workers} streams {streams}: engine differs from reference:\n{diff}"

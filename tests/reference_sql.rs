@@ -5,8 +5,8 @@
 //! lean on any code of the project: every expected number below is computed
 //! in the comments next to it.
 
-use settle::reference;
 use settle::testkit::TestDb;
+use settle::tools::reference;
 use tokio_postgres::Client;
 
 // ---------------------------------------------------------------------------

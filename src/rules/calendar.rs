@@ -63,6 +63,13 @@ impl std::fmt::Display for Day {
     }
 }
 
+/// Days travel as ISO dates (in JSON summaries, events and the API).
+impl serde::Serialize for Day {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PeriodKind {

@@ -105,7 +105,7 @@ pub fn opts(req: Requested, partitions: u32, workers: usize) -> RunOptions {
 }
 
 pub async fn run(db: &Database, o: &RunOptions) -> RunSummary {
-    match engine::run(db, o, Arc::new(AtomicBool::new(false)))
+    match engine::run(db, o, Arc::new(AtomicBool::new(false)), &engine::Quiet)
         .await
         .unwrap_or_else(|e| panic!("run {:?} failed: {e}", o.requested))
     {
@@ -134,8 +134,12 @@ pub async fn data_days(c: &Client) -> (Day, Day) {
 
 /// Runs the reference and asserts the engine's tables equal its tables.
 pub async fn assert_matches_reference(c: &Client, what: &str) {
-    settle::reference::run(c).await.expect("reference runs");
-    let diff = settle::reference::compare(c).await.expect("compare runs");
+    settle::tools::reference::run(c)
+        .await
+        .expect("reference runs");
+    let diff = settle::tools::reference::compare(c)
+        .await
+        .expect("compare runs");
     assert!(
         diff.is_empty(),
         "{what}: engine differs from sql/reference:\n{diff}"

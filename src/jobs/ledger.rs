@@ -6,10 +6,10 @@ use futures_util::StreamExt;
 use rustc_hash::FxHashMap;
 use tokio_postgres::GenericClient;
 
-use crate::aggregate::day_tail_from;
-use crate::error::{DbContext, Error, Result};
+use crate::error::{DbContext, Error, Refusal, Result};
+use crate::pipeline::aggregate::day_tail_from;
+use crate::pipeline::price::{PeriodRows, Prior, Sums};
 use crate::rules::calendar::{pg_micros_to_utc, Day, Period, PeriodKind};
-use crate::settle::{PeriodRows, Prior, Sums};
 
 /// First and last settled day, if any.
 pub async fn settled_range(c: &impl GenericClient) -> Result<Option<(Day, Day)>> {
@@ -92,10 +92,10 @@ pub async fn prior(c: &impl GenericClient, first: Day) -> Result<Prior> {
     for r in &rows {
         let (video, v, a): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
         if v < 0 || a < 0 {
-            return Err(Error::Refused(format!(
-                "stored results are inconsistent: video {video}'s month rows hold fewer views than its day rows \
-                 before {first}; rebuild every stored row with `settle run --all --force`"
-            )));
+            return Err(Error::Refused(Refusal::InconsistentStore {
+                video,
+                before: first,
+            }));
         }
         if v > 0 || a > 0 {
             prior.insert(video, (v as u64, a as u64));

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
-use crate::catalog::{Catalog, NO_VIDEO};
+use crate::pipeline::catalog::{Catalog, NO_VIDEO};
+use crate::pipeline::totals::Totals;
 use crate::rules::calendar::{Day, Period, PeriodKind};
 use crate::rules::{ad_tenths, view_tenths, won_from_tenths};
-use crate::totals::Totals;
 
 /// The six sums of a result row.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]

@@ -133,7 +133,7 @@ impl Catalog {
         if let Lookup::Dense { base, slots } = &self.lookup {
             let off = video_id.wrapping_sub(*base);
             if (off as u64) < slots.len() as u64 {
-                crate::window::prefetch_ptr(&slots[off as usize]);
+                crate::pipeline::window::prefetch_ptr(&slots[off as usize]);
             }
         }
     }

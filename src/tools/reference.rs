@@ -15,7 +15,7 @@ use crate::error::{DbContext, Result};
 /// The whole SPEC as one idempotent script: it rebuilds schema `reference`
 /// (`settlement_video`, `settlement_creator`, `top_videos`, `play_outcome`)
 /// from `public.videos` and `public.viewing_log`, all time.
-pub const SQL: &str = include_str!("../sql/reference/settle.sql");
+pub const SQL: &str = include_str!("../../sql/reference/settle.sql");
 
 /// How many differing rows per table [`Diff`]'s Display lists; the counts
 /// are always complete.

@@ -7,9 +7,9 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_postgres::Transaction;
 
 use crate::error::{DbContext, Error, Result};
-use crate::rank::TopRow;
+use crate::pipeline::price::{PeriodRows, Sums};
+use crate::pipeline::top::TopRow;
 use crate::rules::calendar::{Day, Period, PeriodKind, PG_EPOCH_DAYS};
-use crate::settle::{PeriodRows, Sums};
 
 /// Every table a run publishes into: the three result tables and the
 /// ledger of settled days. The bench and the demo empty them all to start
@@ -446,7 +446,7 @@ impl StoredRows {
         let b = &self.buf[..];
         let mut pos = 0;
         if !self.header_done {
-            let Some(len) = crate::read::header_len(b)? else {
+            let Some(len) = crate::pipeline::read::header_len(b)? else {
                 return Ok(());
             };
             pos = len;
@@ -586,7 +586,7 @@ mod tests {
         let chunks: Vec<Bytes> = d.into_chunks().collect();
         assert!(chunks.len() > 1, "{} chunks", chunks.len());
         let all: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
-        let mut pos = crate::read::header_len(&all)
+        let mut pos = crate::pipeline::read::header_len(&all)
             .unwrap()
             .expect("a whole header");
         let be32 = |at: usize| i32::from_be_bytes(all[at..at + 4].try_into().unwrap());

@@ -54,7 +54,7 @@ pub struct DemoReport {
 pub async fn demo(
     database: &Database,
     datagen_flags: &[String],
-    progress: bool,
+    obs: &dyn engine::Observer,
 ) -> Result<DemoReport> {
     let mut phases = Vec::new();
     let t = Instant::now();
@@ -67,18 +67,20 @@ pub async fn demo(
         .map_err(|e| Error::Usage(format!("bad demo dataset flags: {e}")))?;
     let generated = settle_datagen::run(&args, database.config())
         .await
-        .map_err(|e| Error::Refused(format!("generating the demo data failed: {e}")))?;
+        .map_err(|e| Error::Tool(format!("generating the demo data failed: {e}")))?;
     phases.push(("generate data".to_string(), t.elapsed().as_secs_f64()));
 
     let t = Instant::now();
     let mut opts = RunOptions::new(Requested::All);
     opts.force = true;
-    opts.progress = progress;
     // The demo regenerates its data each time, so earlier results are stale.
-    c.batch_execute(&format!("TRUNCATE {}", crate::write::PUBLISHED_TABLES))
-        .await
-        .db("clearing the previous demo's results")?;
-    let run = match engine::run(database, &opts, Arc::new(AtomicBool::new(false))).await? {
+    c.batch_execute(&format!(
+        "TRUNCATE {}",
+        crate::pipeline::publish::PUBLISHED_TABLES
+    ))
+    .await
+    .db("clearing the previous demo's results")?;
+    let run = match engine::run(database, &opts, Arc::new(AtomicBool::new(false)), obs).await? {
         Outcome::Completed(s) => *s,
         Outcome::AlreadyCompleted { .. } => unreachable!("forced runs always execute"),
     };

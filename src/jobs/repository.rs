@@ -6,9 +6,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::SinkExt;
 use tokio_postgres::{Client, GenericClient};
 
-use crate::aggregate::{PartitionOutput, Rejected};
-use crate::error::{DbContext, Error, Result};
-use crate::partition::{pg_timestamp_literal, Partition};
+use crate::error::{DbContext, Error, Refusal, Result};
+use crate::pipeline::aggregate::{PartitionOutput, Rejected};
+use crate::pipeline::partition::{pg_timestamp_literal, Partition};
 use crate::rules::calendar::{pg_micros_to_utc, Day};
 
 pub const JOB_NAME: &str = "settle";
@@ -78,9 +78,19 @@ pub struct Execution {
 }
 
 /// Outcome of looking up the instance before running.
+/// Rows written into a COMPLETED range after its execution read it.
+#[derive(Clone, Copy, Debug)]
+pub struct RowsAdded {
+    pub previous: i64,
+    pub rows: i64,
+}
+
 pub enum Begin {
-    Started(Execution),
-    AlreadyCompleted { execution_id: i64 },
+    /// A new execution, and why a COMPLETED range is run again, if it is.
+    Started(Execution, Option<RowsAdded>),
+    AlreadyCompleted {
+        execution_id: i64,
+    },
 }
 
 /// Marks executions whose process died as ABANDONED. Only call while holding
@@ -165,6 +175,7 @@ pub async fn begin(c: &Client, req: &Requested, force: bool, fresh: bool) -> Res
         )
         .await
         .db("reading the instance's executions")?;
+    let mut rerun = None;
     let (attempt, restart_of) = match last {
         None => (1, None),
         Some(r) => {
@@ -177,10 +188,10 @@ pub async fn begin(c: &Client, req: &Requested, force: bool, fresh: bool) -> Res
                     if added == 0 {
                         return Ok(Begin::AlreadyCompleted { execution_id: id });
                     }
-                    eprintln!(
-                        "note: {added} row(s) of viewing_log within this run's days were written after execution {id} \
-                         completed them; settling them again"
-                    );
+                    rerun = Some(RowsAdded {
+                        previous: id,
+                        rows: added,
+                    });
                     (attempt + 1, None)
                 }
                 "COMPLETED" => (attempt + 1, None),
@@ -200,12 +211,15 @@ pub async fn begin(c: &Client, req: &Requested, force: bool, fresh: bool) -> Res
         .await
         .db("recording the execution")?
         .get(0);
-    Ok(Begin::Started(Execution {
-        id,
-        instance_id,
-        attempt,
-        restart_of,
-    }))
+    Ok(Begin::Started(
+        Execution {
+            id,
+            instance_id,
+            attempt,
+            restart_of,
+        },
+        rerun,
+    ))
 }
 
 /// Rows in the completed execution's scope (its days; for `--all`, any day)
@@ -605,9 +619,9 @@ fn decode_output(bytes: &[u8]) -> Result<PartitionOutput> {
         None => bincode::deserialize(bytes),
     };
     decoded.map_err(|e| {
-        Error::Refused(format!(
-            "a kept partition result is unreadable ({e}); rerun with --fresh"
-        ))
+        Error::Refused(Refusal::UnreadableKept {
+            detail: e.to_string(),
+        })
     })
 }
 
@@ -619,8 +633,8 @@ pub fn show_ts(pg_micros: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::{Cell, Counts, Seed};
-    use crate::partition::Partition;
+    use crate::pipeline::aggregate::{Cell, Counts, Seed};
+    use crate::pipeline::partition::Partition;
 
     fn sample() -> PartitionOutput {
         PartitionOutput {

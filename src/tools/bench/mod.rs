@@ -41,10 +41,10 @@ use tokio_postgres::Client;
 use crate::db::{self, Database};
 use crate::engine::RunSummary;
 use crate::error::{DbContext, Error, Result};
-use crate::partition::{partition_query, split, Partition, Scope};
-use crate::read::{copy_plays, open_reader, PLAY_COLUMNS};
+use crate::pipeline::partition::{partition_query, split, Partition, Scope};
+use crate::pipeline::publish::{copy_in, PUBLISHED_TABLES};
+use crate::pipeline::read::{copy_plays, open_reader, PLAY_COLUMNS};
 use crate::rules::Day;
-use crate::write::{copy_in, PUBLISHED_TABLES};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct BenchArgs {
@@ -437,7 +437,7 @@ pub async fn bench(
         .db("sizing viewing_log")?;
     let rows: i64 = r.get(0);
     if rows == 0 {
-        return Err(Error::Refused(
+        return Err(Error::Tool(
             "viewing_log is empty; fill it first, e.g. `settle datagen` (100M rows) or `settle datagen --rows 3000000`".into(),
         ));
     }
@@ -542,7 +542,7 @@ pub async fn bench(
         // decoded only.
         let parts = crate::jobs::recorded_plan(&c, s.execution_id).await?;
         if parts.is_empty() {
-            return Err(Error::Refused(format!(
+            return Err(Error::Tool(format!(
                 "execution {} recorded no partitions, so there is nothing to read for case (b')",
                 s.execution_id
             )));
@@ -622,13 +622,13 @@ pub async fn bench(
             let rc = database.connect().await?;
             let m = meter.start(&c).await?;
             let t = Instant::now();
-            crate::reference::run(&rc).await?;
+            crate::tools::reference::run(&rc).await?;
             runs.push(t.elapsed().as_secs_f64());
             drop(rc);
             cpu.push(meter.since(&c, m).await?);
         }
         eprintln!("bench: comparing (b)'s results with the reference's");
-        let diff = crate::reference::compare(&c).await?;
+        let diff = crate::tools::reference::compare(&c).await?;
         if !diff.is_empty() {
             eprintln!("bench: {diff}");
         }
@@ -702,7 +702,7 @@ pub async fn bench(
     rec.ratio_date_over_all = rec.engine_date.median_s / rec.engine_all.median_s;
     write_record(&rec, &args.results_dir)?;
     if let Some(n @ 1..) = rec.reference_differing_rows {
-        return Err(Error::Refused(format!(
+        return Err(Error::Tool(format!(
             "the engine's results differ from sql/reference in {n} rows (listed above; the record \
              is written): a timing of wrong results means nothing. This is a bug in one of the \
              two; reproduce it on small data with the differential tests"
@@ -732,7 +732,7 @@ async fn data_days(c: &Client) -> Result<(Day, Day)> {
     let b: Option<chrono::NaiveDate> = r.get(1);
     match (a, b) {
         (Some(a), Some(b)) => Ok((Day::from_date(a), Day::from_date(b))),
-        _ => Err(Error::Refused(
+        _ => Err(Error::Tool(
             "the --all runs settled no day; is viewing_log all invalid?".into(),
         )),
     }
@@ -886,7 +886,7 @@ fn run_settle(exe: &Path, url: &str, args: &[String]) -> Result<(f64, RunSummary
         .map_err(|e| Error::io(format!("running {}", exe.display()), e))?;
     let secs = t.elapsed().as_secs_f64();
     if !out.status.success() {
-        return Err(Error::Refused(format!(
+        return Err(Error::Tool(format!(
             "`settle {}` failed: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
@@ -898,7 +898,7 @@ fn run_settle(exe: &Path, url: &str, args: &[String]) -> Result<(f64, RunSummary
 
 fn parse_summary(stdout: &[u8]) -> Result<RunSummary> {
     let v: serde_json::Value = serde_json::from_slice(stdout)
-        .map_err(|e| Error::Refused(format!("unreadable run summary: {e}")))?;
+        .map_err(|e| Error::Tool(format!("unreadable run summary: {e}")))?;
     let mut s = RunSummary::default();
     let num = |k: &str| v.get(k).and_then(|x| x.as_f64()).unwrap_or(0.0);
     s.execution_id = num("execution_id") as i64;

@@ -15,12 +15,12 @@
 //! exact path recomputes that same decision for the rows near seeds and
 //! applies the difference, so the final sums are exact.
 
-use crate::catalog::{Catalog, Meta, NO_VIDEO};
-use crate::partition::{Partition, Scope};
-use crate::read::Play;
+use crate::pipeline::catalog::{Catalog, Meta, NO_VIDEO};
+use crate::pipeline::partition::{Partition, Scope};
+use crate::pipeline::read::Play;
+use crate::pipeline::window::{prefetch_ptr, Rec, Window};
 use crate::rules::calendar::{seoul_day_pg, Day};
 use crate::rules::{ad_views, precedes_within_window, Reject, REPLAY_WINDOW_MICROS};
-use crate::window::{prefetch_ptr, Rec, Window};
 
 /// Sums of counted plays of one video on one day.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -527,7 +527,7 @@ impl<'a> Aggregator<'a> {
             ring = self.window.ring_len(),
             index = self.window.index_len(),
             live = self.window.len(),
-            rss_now_mib = crate::engine::rss_now_bytes() >> 20,
+            rss_now_mib = crate::sys::rss_now_bytes() >> 20,
             "partition window"
         );
         let scratch = Scratch {

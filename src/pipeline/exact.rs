@@ -18,14 +18,14 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio_postgres::Client;
 
-use crate::aggregate::{head_reach, Cell, Seed};
-use crate::catalog::{Catalog, NO_VIDEO};
 use crate::error::{DbContext, Result};
-use crate::partition::{Partition, Scope};
-use crate::read::{Play, PLAY_COLUMNS};
+use crate::pipeline::aggregate::{head_reach, Cell, Seed};
+use crate::pipeline::catalog::{Catalog, NO_VIDEO};
+use crate::pipeline::partition::{Partition, Scope};
+use crate::pipeline::read::{Play, PLAY_COLUMNS};
+use crate::pipeline::totals::Totals;
 use crate::rules::calendar::{pg_micros_to_utc, seoul_day_pg, utc_to_pg_micros};
 use crate::rules::{ad_views, REPLAY_WINDOW_MICROS};
-use crate::totals::Totals;
 
 /// What a partition leaves for the exact path.
 #[derive(Clone, Debug)]

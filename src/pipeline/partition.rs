@@ -2,7 +2,7 @@
 //! workers stream independently.
 
 use crate::error::{DbContext, Result};
-use crate::read::PLAY_COLUMNS;
+use crate::pipeline::read::PLAY_COLUMNS;
 
 /// An inclusive `id` range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -1,8 +1,8 @@
 //! Rankings: the top 5 videos of each period by views and by watch time.
 
+use crate::pipeline::price::PeriodRows;
 use crate::rules::calendar::Period;
 use crate::rules::top5;
-use crate::settle::PeriodRows;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Metric {

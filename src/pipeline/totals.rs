@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
-use crate::aggregate::{Cell, PartitionOutput};
-use crate::catalog::{Catalog, NO_VIDEO};
+use crate::pipeline::aggregate::{Cell, PartitionOutput};
+use crate::pipeline::catalog::{Catalog, NO_VIDEO};
 
 /// Catalogues up to this many videos keep a dense vector per day (6 MiB a
 /// day); larger ones keep only the videos with plays, because dense days of

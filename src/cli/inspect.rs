@@ -1,0 +1,40 @@
+//! `settle history`, `settle status` and `settle stop`: the job repository,
+//! read and asked.
+
+use settle::{Settle, StopAnswer};
+
+use super::args::ConnArgs;
+
+pub async fn history(conn: &ConnArgs, limit: i64, json: bool) -> anyhow::Result<i32> {
+    let settle = Settle::connect(&conn.config()).await?;
+    let rows = settle.history(limit).await?;
+    if json {
+        println!("{}", serde_json::to_string(&rows)?);
+    } else {
+        print!("{}", super::render::render_history(&rows));
+    }
+    Ok(0)
+}
+
+pub async fn status(conn: &ConnArgs, execution: i64, json: bool) -> anyhow::Result<i32> {
+    let settle = Settle::connect(&conn.config()).await?;
+    let s = settle.status(execution).await?;
+    if json {
+        println!("{}", serde_json::to_string(&s)?);
+    } else {
+        print!("{}", super::render::render_status(&s));
+    }
+    Ok(0)
+}
+
+pub async fn stop(conn: &ConnArgs, execution: i64) -> anyhow::Result<i32> {
+    let database =
+        settle::db::Database::open(conn.database_url.as_deref(), conn.pg_dir.clone()).await?;
+    match Settle::from_database(database).stop(execution).await? {
+        StopAnswer::Asked => println!("asked execution {execution} to stop; it ends STOPPED once its workers let go of their partitions"),
+        StopAnswer::NotRunning(status) => {
+            println!("execution {execution} is {status}; nothing to stop")
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,177 @@
+//! After the read: price the run's days against the tier history, roll them
+//! up into weeks, months and creators, rank, and publish everything with
+//! the job record in one transaction.
+
+use std::time::Instant;
+
+use tokio_postgres::Client;
+
+use super::events::Note;
+use super::summary::{counts_of, finish_summary, RunSummary};
+use crate::error::{DbContext, Result};
+use crate::jobs::{self, ledger};
+use crate::pipeline::aggregate::Counts;
+use crate::pipeline::catalog::Catalog;
+use crate::pipeline::price::{self, PeriodRows};
+use crate::pipeline::publish::{self, Publication, WriteStats};
+use crate::pipeline::top::{self, TopRow};
+use crate::pipeline::totals::Totals;
+use crate::rules::calendar::{Day, Period};
+
+/// The run's result rows, ready to publish.
+pub(crate) struct Priced {
+    pub periods: Vec<Period>,
+    pub video: PeriodRows,
+    pub creator: PeriodRows,
+    pub top: Vec<TopRow>,
+    pub notes: Vec<Note>,
+}
+
+/// Prices `first..=last` from the merged totals and the stored history,
+/// and rolls the days up into every week and month they touch.
+pub(crate) async fn price(
+    repo: &Client,
+    totals: Totals,
+    (first, last): (Day, Day),
+    settled: Option<(Day, Day)>,
+    catalog: &Catalog,
+) -> Result<Priced> {
+    let t = Instant::now();
+    let prior = ledger::prior(repo, first).await?;
+    tracing::debug!(
+        secs = t.elapsed().as_secs_f64(),
+        "settle: tier history read"
+    );
+    let day_rows = price::price_days(&totals, first, last, catalog, &prior);
+    drop(totals);
+    let periods = price::touched_periods(first, last);
+    // Only weeks and months partly outside the run need stored rows, and
+    // stored rows exist only on settled days outside the run.
+    let partial: Vec<_> = periods
+        .iter()
+        .copied()
+        .filter(|p| {
+            settled.is_some_and(|(lo, hi)| {
+                (p.start < first && lo < first && hi >= p.start)
+                    || (p.last_day() > last && hi > last && lo <= p.last_day())
+            })
+        })
+        .map(|p| (p, price::Rebase::choose(p, first, last)))
+        .collect();
+    let mut stored_days: Vec<Day> = partial
+        .iter()
+        .flat_map(|&(p, how)| how.days(p, first, last))
+        .collect();
+    stored_days.sort_unstable();
+    stored_days.dedup();
+    let stored_periods: Vec<_> = partial
+        .iter()
+        .filter(|(_, how)| *how == price::Rebase::Stored)
+        .map(|&(p, _)| p)
+        .collect();
+    let (old_days, old_periods) =
+        ledger::stored_video_rows(repo, &stored_days, &stored_periods).await?;
+    tracing::debug!(
+        secs = t.elapsed().as_secs_f64(),
+        days = stored_days.len(),
+        "settle: stored rows read"
+    );
+    let mut video = price::roll_up(
+        &day_rows,
+        &old_days,
+        &old_periods,
+        &periods,
+        &partial,
+        (first, last),
+    );
+    video.extend(day_rows);
+    tracing::debug!(secs = t.elapsed().as_secs_f64(), "settle: rolled up");
+    let (creator, unattributed) = price::creators(&video, catalog);
+    let mut notes = Vec::new();
+    if unattributed > 0 {
+        notes.push(Note::Unattributed { rows: unattributed });
+    }
+    let top = top::rank(&video);
+    Ok(Priced {
+        periods,
+        video,
+        creator,
+        top,
+        notes,
+    })
+}
+
+/// What the publish transaction records besides the rows.
+pub(crate) struct Record<'a> {
+    pub exec: i64,
+    pub tails: Option<&'a ledger::DayTails>,
+    pub counts: &'a Counts,
+    pub t0: Instant,
+}
+
+/// Writes the rows, marks the days settled and completes the execution,
+/// all in one transaction: readers see the old results or the new, never a
+/// mix.
+pub(crate) async fn publish(
+    repo: &mut Client,
+    priced: Priced,
+    (first, last): (Day, Day),
+    rec: Record<'_>,
+    summary: &mut RunSummary,
+) -> Result<()> {
+    let t_write = Instant::now();
+    let tx = repo
+        .transaction()
+        .await
+        .db("starting the publish transaction")?;
+    let written = publish::publish(
+        &tx,
+        Publication {
+            first,
+            last,
+            periods: &priced.periods,
+            video: priced.video,
+            creator: priced.creator,
+            top: &priced.top,
+        },
+    )
+    .await?;
+    summary.phases.write_s = t_write.elapsed().as_secs_f64();
+    tracing::debug!(
+        peak_rss_mib = crate::sys::peak_rss_bytes() >> 20,
+        "after write"
+    );
+    let t_pub = Instant::now();
+    ledger::mark_settled(&tx, first, last, rec.exec, rec.tails).await?;
+    finish_summary(summary, written, rec.t0);
+    let summary_json = serde_json::to_value(&*summary).unwrap_or_default();
+    jobs::record_counts(
+        &tx,
+        rec.exec,
+        &counts_of(summary, rec.counts),
+        &summary_json,
+    )
+    .await?;
+    jobs::complete(&tx, rec.exec).await?;
+    tx.commit().await.db("publishing the results")?;
+    summary.phases.publish_s = t_pub.elapsed().as_secs_f64();
+    Ok(())
+}
+
+/// Completes an execution that had no days to settle (an empty log).
+pub(crate) async fn complete_empty(
+    repo: &Client,
+    rec: Record<'_>,
+    summary: &mut RunSummary,
+) -> Result<()> {
+    finish_summary(summary, WriteStats::default(), rec.t0);
+    let summary_json = serde_json::to_value(&*summary).unwrap_or_default();
+    jobs::record_counts(
+        repo,
+        rec.exec,
+        &counts_of(summary, rec.counts),
+        &summary_json,
+    )
+    .await?;
+    jobs::complete(repo, rec.exec).await
+}

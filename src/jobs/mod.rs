@@ -1,0 +1,10 @@
+//! The job repository: executions, their partitions and kept results
+//! (`repository`), the settled-day ledger (`ledger`) and the history queries
+//! the CLI and the console read (`history`). It stores what the pipeline
+//! produces, so it may import `pipeline`, never `engine`.
+
+pub mod history;
+pub mod ledger;
+mod repository;
+
+pub use repository::*;

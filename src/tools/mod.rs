@@ -1,0 +1,5 @@
+//! Off the run path: the bench, the demo and the plain-SQL reference.
+
+pub mod bench;
+pub mod demo;
+pub mod reference;
