@@ -23,3 +23,8 @@ pub use api::{
     Config, Event, Note, Observer, Phase, RunOutcome, RunRequest, Settle, StopAnswer, StopSignal,
 };
 pub use error::{Error, Result};
+
+/// The README's Rust example, compiled as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

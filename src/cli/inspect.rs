@@ -5,13 +5,28 @@ use settle::{Settle, StopAnswer};
 
 use super::args::ConnArgs;
 
-pub async fn history(conn: &ConnArgs, limit: i64, json: bool) -> anyhow::Result<i32> {
+pub async fn history(conn: &ConnArgs, limit: i64, all: bool, json: bool) -> anyhow::Result<i32> {
     let settle = Settle::connect(&conn.config()).await?;
     let rows = settle.history(limit).await?;
+    let refusals = if all {
+        Some(settle.refusals(limit).await?)
+    } else {
+        None
+    };
     if json {
-        println!("{}", serde_json::to_string(&rows)?);
+        // Without --all, the array of executions it always was.
+        match refusals {
+            None => println!("{}", serde_json::to_string(&rows)?),
+            Some(r) => println!(
+                "{}",
+                serde_json::json!({"status": "OK", "executions": rows, "refusals": r})
+            ),
+        }
     } else {
         print!("{}", super::render::render_history(&rows));
+        if let Some(r) = refusals {
+            print!("{}", super::render::render_refusals(&r));
+        }
     }
     Ok(0)
 }

@@ -143,3 +143,23 @@ pub fn render_status(s: &Status) -> String {
     }
     o
 }
+
+pub fn render_refusals(rows: &[settle::jobs::refusals::RefusalRow]) -> String {
+    let mut o = String::from("\nrefused runs (not executions: nothing was read or recorded)\n");
+    let _ = writeln!(
+        o,
+        "{:>6}  {:<20}  {:<32} {:<18} reason",
+        "id", "refused (UTC)", "parameters", "kind"
+    );
+    for r in rows {
+        let _ = writeln!(
+            o,
+            "{:>6}  {:<20}  {:<32} {:<18} {}",
+            r.refusal_id, r.refused_at, r.params, r.kind, r.reason
+        );
+    }
+    if rows.is_empty() {
+        o.push_str("(none)\n");
+    }
+    o
+}

@@ -3,8 +3,10 @@
 //! the CLI and the console read (`history`). It stores what the pipeline
 //! produces, so it may import `pipeline`, never `engine`.
 
+pub mod changes;
 pub mod history;
 pub mod ledger;
+pub mod refusals;
 mod repository;
 
 pub use repository::*;
