@@ -11,6 +11,7 @@ mod exit;
 mod inspect;
 mod render;
 mod run;
+mod statements;
 mod tools;
 
 use clap::{Parser, Subcommand};
@@ -92,15 +93,31 @@ pub enum Command {
         #[command(flatten)]
         args: settle::tools::bench::BenchArgs,
     },
-    /// List recent executions: id, parameters, status, duration, counts.
+    /// List recent executions: id, parameters, status, duration, counts;
+    /// then the latest verifications (`settle verify`).
     History {
-        /// How many executions to list.
+        /// How many executions (or verifications) to list.
         #[arg(long, default_value_t = 20)]
         limit: i64,
+        /// List verifications only: range, mode, result, counts, time.
+        #[arg(long)]
+        verifications: bool,
         /// Print as JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Print published results as tables: the top 5 of a period, a
+    /// creator's month, a video's days.
+    #[command(subcommand)]
+    Show(statements::ShowWhat),
+    /// Check the published results: recount the days independently with
+    /// sql/reference/ and compare row for row (or, with --quick, check the
+    /// tables' identities). Exits 1 on any difference; each verification
+    /// is recorded and listed by `settle history`.
+    Verify(statements::VerifyArgs),
+    /// Write a wholly settled month's statements: one file per creator,
+    /// creators.csv, manifest.json, SHA256SUMS and _SUCCESS.
+    Export(statements::ExportArgs),
     /// Show one execution: its partitions, attempts, errors and rejected rows.
     Status {
         /// The execution id (see `settle history`).
@@ -157,7 +174,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         } => tools::demo(conn, rows, days, videos, json).await,
         Command::Datagen { args, json } => tools::datagen(conn, &args, json).await,
         Command::Bench { what, args } => tools::bench(conn, what, &args).await,
-        Command::History { limit, json } => inspect::history(conn, limit, json).await,
+        Command::History {
+            limit,
+            verifications,
+            json,
+        } => inspect::history(conn, limit, verifications, json).await,
+        Command::Show(what) => statements::show(conn, what).await,
+        Command::Verify(args) => statements::verify(conn, args).await,
+        Command::Export(args) => statements::export(conn, args).await,
         Command::Status { execution, json } => inspect::status(conn, execution, json).await,
         Command::Stop { execution } => inspect::stop(conn, execution).await,
         Command::Db(cmd) => admin::db(conn, cmd).await,
