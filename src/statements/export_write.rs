@@ -249,8 +249,11 @@ fn put(dir: &Path, rel: &str, bytes: &[u8]) -> Result<()> {
     f.sync_all().map_err(io("flushing", &path))
 }
 
+/// An export's files as (path inside the export, bytes), in writing order.
+type Files = Vec<(String, Vec<u8>)>;
+
 /// Renders every file of the export, in a fixed order.
-fn render(req: &ExportRequest, data: &MonthData) -> Result<(Manifest, Vec<(String, Vec<u8>)>)> {
+fn render(req: &ExportRequest, data: &MonthData) -> Result<(Manifest, Files)> {
     let month = super::month(req.month);
     let ext = req.format.extension();
     let metadata = vec![
