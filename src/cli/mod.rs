@@ -11,6 +11,7 @@ mod exit;
 mod inspect;
 mod render;
 mod run;
+mod statements;
 mod tools;
 
 use clap::{Parser, Subcommand};
@@ -101,7 +102,8 @@ pub enum Command {
         #[command(flatten)]
         args: settle::tools::bench::BenchArgs,
     },
-    /// List recent executions: id, parameters, status, duration, counts.
+    /// List recent executions: id, parameters, status, duration, counts;
+    /// then the latest verifications (`settle verify`).
     History {
         /// How many executions (and refusals) to list.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=100_000))]
@@ -110,10 +112,26 @@ pub enum Command {
         /// log, nothing to settle), which are not executions.
         #[arg(long)]
         all: bool,
+        /// List verifications only (`settle verify`): range, mode, result,
+        /// counts, time.
+        #[arg(long)]
+        verifications: bool,
         /// Print as JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Print published results as tables: the top 5 of a period, a
+    /// creator's month, a video's days.
+    #[command(subcommand)]
+    Show(statements::ShowWhat),
+    /// Check the published results: recount the days independently with
+    /// sql/reference/ and compare row for row (or, with --quick, check the
+    /// tables' identities). Exits 1 on any difference; each verification
+    /// is recorded and listed by `settle history`.
+    Verify(statements::VerifyArgs),
+    /// Write a wholly settled month's statements: one file per creator,
+    /// creators.csv, manifest.json, SHA256SUMS and _SUCCESS.
+    Export(statements::ExportArgs),
     /// Show one execution: its partitions, attempts, errors and rejected rows.
     Status {
         /// The execution id (see `settle history`).
@@ -179,7 +197,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         } => tools::demo(conn, (rows, days, videos), yes, json).await,
         Command::Datagen { args, yes, json } => tools::datagen(conn, &args, yes, json).await,
         Command::Bench { what, args } => tools::bench(conn, what, &args).await,
-        Command::History { limit, all, json } => inspect::history(conn, limit, all, json).await,
+        Command::History {
+            limit,
+            all,
+            verifications,
+            json,
+        } => inspect::history(conn, limit, (all, verifications), json).await,
+        Command::Show(what) => statements::show(conn, what).await,
+        Command::Verify(args) => statements::verify(conn, args).await,
+        Command::Export(args) => statements::export(conn, args).await,
         Command::Status { execution, json } => inspect::status(conn, execution, json).await,
         Command::Stop { execution } => inspect::stop(conn, execution).await,
         Command::Db(cmd) => admin::db(conn, cmd).await,
@@ -196,7 +222,12 @@ impl Command {
             | Command::History { json, .. }
             | Command::Status { json, .. } => *json,
             Command::Run(args) => args.json,
-            Command::Stop { .. } | Command::Bench { .. } | Command::Db(_) => false,
+            Command::Verify(a) => a.json,
+            Command::Stop { .. }
+            | Command::Bench { .. }
+            | Command::Db(_)
+            | Command::Show(_)
+            | Command::Export(_) => false,
         }
     }
 }

@@ -45,6 +45,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0008_run_refusals.sql",
         sql: include_str!("../../sql/migrations/0008_run_refusals.sql"),
     },
+    Migration {
+        name: "0010_verification.sql",
+        sql: include_str!("../../sql/migrations/0010_verification.sql"),
+    },
 ];
 
 /// Serialises concurrent `migrate` calls on one database.
