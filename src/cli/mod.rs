@@ -11,6 +11,7 @@ mod exit;
 mod inspect;
 mod render;
 mod run;
+mod serve;
 mod tools;
 
 use clap::{Parser, Subcommand};
@@ -109,6 +110,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the admin API, the web console, /metrics and /health, and run
+    /// the schedules (default: settle yesterday at 01:00 Asia/Seoul).
+    Serve(serve::ServeArgs),
     /// Manage the embedded PostgreSQL cluster.
     #[command(subcommand)]
     Db(DbCommand),
@@ -160,6 +164,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::History { limit, json } => inspect::history(conn, limit, json).await,
         Command::Status { execution, json } => inspect::status(conn, execution, json).await,
         Command::Stop { execution } => inspect::stop(conn, execution).await,
+        Command::Serve(args) => serve::serve(conn, args).await,
         Command::Db(cmd) => admin::db(conn, cmd).await,
     }
 }
