@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod pipeline;
 pub mod report;
 pub mod rules;
+pub mod serve;
 pub mod statements;
 pub mod sys;
 #[cfg(feature = "testkit")]

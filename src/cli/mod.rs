@@ -12,6 +12,7 @@ mod inspect;
 mod render;
 mod run;
 mod statements;
+mod serve;
 mod tools;
 
 use clap::{Parser, Subcommand};
@@ -140,6 +141,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the admin API, the web console, /metrics and /health, and run
+    /// the schedules (default: settle yesterday at 01:00 Asia/Seoul).
+    Serve(serve::ServeArgs),
     /// Manage the embedded PostgreSQL cluster.
     #[command(subcommand)]
     Db(DbCommand),
@@ -208,6 +212,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Export(args) => statements::export(conn, args).await,
         Command::Status { execution, json } => inspect::status(conn, execution, json).await,
         Command::Stop { execution } => inspect::stop(conn, execution).await,
+        Command::Serve(args) => serve::serve(conn, args).await,
         Command::Db(cmd) => admin::db(conn, cmd).await,
     }
 }
@@ -227,7 +232,8 @@ impl Command {
             | Command::Bench { .. }
             | Command::Db(_)
             | Command::Show(_)
-            | Command::Export(_) => false,
+            | Command::Export(_)
+            | Command::Serve(_) => false,
         }
     }
 }

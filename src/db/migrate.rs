@@ -49,6 +49,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0010_verification.sql",
         sql: include_str!("../../sql/migrations/0010_verification.sql"),
     },
+    Migration {
+        name: "0011_serve.sql",
+        sql: include_str!("../../sql/migrations/0011_serve.sql"),
+    },
 ];
 
 /// Serialises concurrent `migrate` calls on one database.
