@@ -11,8 +11,8 @@ mod exit;
 mod inspect;
 mod render;
 mod run;
-mod statements;
 mod serve;
+mod statements;
 mod tools;
 
 use clap::{Parser, Subcommand};
