@@ -46,6 +46,9 @@ struct Session {
     csrf: String,
 }
 
+/// The logged-in session, or the redirect to the login page (a Response
+/// is what axum handlers return, so it is not boxed).
+#[allow(clippy::result_large_err)]
 fn session(state: &AppState, headers: &HeaderMap) -> Result<Session, Response> {
     let token = auth::cookie(headers, auth::COOKIE).unwrap_or("");
     match state.tokens.check(Some(token)) {

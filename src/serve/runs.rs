@@ -65,9 +65,12 @@ pub struct RunManager {
     progress: Arc<Mutex<HashMap<i64, Progress>>>,
 }
 
+/// Where the run's first answer goes: (execution id, already completed).
+type BeganTx = oneshot::Sender<Result<(i64, bool)>>;
+
 struct ServeObserver {
     /// (execution id, already completed), sent once.
-    began: Mutex<Option<oneshot::Sender<Result<(i64, bool)>>>>,
+    began: Mutex<Option<BeganTx>>,
     execution: Mutex<Option<i64>>,
     progress: Arc<Mutex<HashMap<i64, Progress>>>,
 }
