@@ -333,10 +333,10 @@ mod tests {
     #[test]
     fn day_ranges_join_runs() {
         let d = |n| Day(19_900 + n);
-        assert_eq!(day_ranges(&[d(0)]), "2024-06-27");
+        assert_eq!(day_ranges(&[d(0)]), "2024-06-26");
         assert_eq!(
             day_ranges(&[d(0), d(1), d(2), d(5)]),
-            "2024-06-27 to 2024-06-29, 2024-07-02"
+            "2024-06-26 to 2024-06-28, 2024-07-01"
         );
     }
 }
