@@ -125,6 +125,7 @@ impl Settle {
             Err(crate::Error::NoSchema {
                 database: self.database.display.clone(),
                 pending,
+                total: crate::db::migrate::MIGRATIONS.len(),
             })
         }
     }

@@ -33,10 +33,12 @@ pub enum Error {
     },
 
     /// The database has no settle schema, or an older one.
-    #[error("{database} {}", if pending.len() == crate::db::migrate::MIGRATIONS.len() { "has no settle schema".to_string() } else { format!("has an older settle schema ({} migration(s) not applied: {})", pending.len(), pending.join(", ")) })]
+    #[error("{database} {}", if pending.len() == *total { "has no settle schema".to_string() } else { format!("has an older settle schema ({} migration(s) not applied: {})", pending.len(), pending.join(", ")) })]
     NoSchema {
         database: String,
         pending: Vec<String>,
+        /// How many migrations there are in all.
+        total: usize,
     },
 
     /// The days asked for hold no plays at all.

@@ -189,10 +189,17 @@ async fn the_console_in_headless_chromium() {
     c.goto(&format!("{base}/schedules")).await.unwrap();
     fill(&c, "#cron-1", "0 30 1 * * *").await;
     click(&c, "#save-1").await;
-    let saved = c
-        .find(Locator::Css("#cron-1"))
-        .await
-        .unwrap()
+    // The post answers with the schedules page again; wait for it.
+    let mut found = None;
+    for _ in 0..100 {
+        if let Ok(e) = c.find(Locator::Css("#cron-1")).await {
+            found = Some(e);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let saved = found
+        .unwrap_or_else(|| panic!("the schedules page after saving"))
         .prop("value")
         .await
         .unwrap();
