@@ -89,7 +89,7 @@ async fn fifty_clients_for_thirty_seconds_while_a_run_is_in_progress() {
     let c = h.db.connect().await.unwrap();
     common::assert_matches_reference(&c, "the run under load").await;
 
-    let hist = hist.lock().unwrap();
+    let hist = hist.lock().unwrap().clone();
     let errors = errors.load(Ordering::Relaxed);
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     let report = format!(

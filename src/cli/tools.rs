@@ -87,9 +87,9 @@ pub async fn bench(
             println!("{}", serde_json::to_string_pretty(&rec)?);
         }
         None => {
-            let url = settle::tools::bench::url_for(&database, conn.database_url.as_deref());
+            let url = settle::tools::bench::url_for(database, conn.database_url.as_deref());
             let exe = std::env::current_exe().context("locating the settle binary")?;
-            let rec = settle::tools::bench::bench(&database, &url, &exe, args, &|m| {
+            let rec = settle::tools::bench::bench(database, &url, &exe, args, &|m| {
                 eprintln!("bench: {m}")
             })
             .await?;
