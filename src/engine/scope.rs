@@ -157,8 +157,8 @@ async fn ensure_no_plays_before(snap: &Client, day: Day) -> Result<()> {
 async fn data_days(snap: &Client) -> Result<Option<(Day, Day)>> {
     let r = snap
         .query_one(
-            "WITH ends AS (SELECT (SELECT started_at FROM viewing_log ORDER BY id LIMIT 1) AS a, \
-                                  (SELECT started_at FROM viewing_log ORDER BY id DESC LIMIT 1) AS b) \
+            "WITH ends AS (SELECT (SELECT started_at FROM viewing_log WHERE started_at > '-infinity' AND started_at < 'infinity' ORDER BY id LIMIT 1) AS a, \
+                                  (SELECT started_at FROM viewing_log WHERE started_at > '-infinity' AND started_at < 'infinity' ORDER BY id DESC LIMIT 1) AS b) \
              SELECT (SELECT min(started_at) FROM viewing_log, ends WHERE started_at <= ends.a), \
                     (SELECT max(started_at) FROM viewing_log, ends WHERE started_at >= ends.b \
                        AND started_at < 'infinity')",
