@@ -156,6 +156,13 @@ impl Settle {
         jobs::refusals::recent(&c, limit).await
     }
 
+    /// Takes back the newest settled days, `from` through `to` (default:
+    /// the last settled day).
+    pub async fn unsettle(&self, from: Day, to: Option<Day>) -> Result<jobs::unsettle::Unsettled> {
+        let mut c = self.database.connect().await?;
+        jobs::unsettle::unsettle(&mut c, from, to).await
+    }
+
     /// The most recent executions, newest first.
     pub async fn history(&self, limit: i64) -> Result<Vec<history::ExecutionRow>> {
         let c = self.database.connect().await?;

@@ -121,6 +121,19 @@ pub enum Refusal {
     },
     /// viewing_log has no rows at all.
     EmptyLog,
+    /// Unsettling `from..=to` would leave days after `to` settled on top
+    /// of removed ones.
+    UnsettleGap {
+        from: Day,
+        to: Day,
+        last_settled: Day,
+    },
+    /// None of the days asked to unsettle is settled.
+    NothingSettled {
+        from: Day,
+        to: Day,
+        settled: Option<(Day, Day)>,
+    },
 }
 
 impl std::fmt::Display for Refusal {
@@ -174,6 +187,22 @@ impl std::fmt::Display for Refusal {
                 write!(f, ", and nothing after {horizon} can have plays yet")
             }
             Refusal::EmptyLog => write!(f, "viewing_log is empty: there is nothing to settle"),
+            Refusal::UnsettleGap {
+                from,
+                to,
+                last_settled,
+            } => write!(
+                f,
+                "unsettling {from} .. {to} would leave {} .. {last_settled} settled after a gap, priced on tiers that counted the removed days",
+                to.next()
+            ),
+            Refusal::NothingSettled { from, to, settled } => {
+                write!(f, "none of {from} .. {to} is settled")?;
+                match settled {
+                    Some((a, b)) => write!(f, " (settled days: {a} .. {b})"),
+                    None => write!(f, " (no day is settled)"),
+                }
+            }
         }
     }
 }

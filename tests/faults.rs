@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::cli::*;
 use common::*;
 use serde_json::Value;
 use settle::rules::Day;
@@ -23,47 +24,10 @@ use settle::testkit::TestDb;
 use tokio::process::{Child, Command};
 use tokio_postgres::Client;
 
-const SETTLE: &str = env!("CARGO_BIN_EXE_settle");
-
 /// How often and how long the tests poll for a state (a generous cap: the
 /// awaited states come within a few seconds).
 const POLL: Duration = Duration::from_millis(20);
 const POLL_CAP: u32 = 9_000; // 3 minutes
-
-/// `settle ARGS` against `url`, with its output captured.
-fn settle(url: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(SETTLE);
-    cmd.args(args)
-        .env("DATABASE_URL", url)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
-}
-
-/// Runs `settle ARGS` to the end.
-async fn settle_output(url: &str, args: &[&str]) -> Output {
-    settle(url, args)
-        .output()
-        .await
-        .expect("the settle binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn stdout_json(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}):\n{}", text(o)))
-}
 
 /// Runs `settle ARGS` and asserts it succeeded.
 async fn settle_ok(url: &str, args: &[&str]) -> Output {
@@ -98,7 +62,7 @@ fn spawn_slow_run(
         "--json",
     ]);
     args.extend_from_slice(extra);
-    settle(url, &args)
+    settle_cmd(url, &args)
         .spawn()
         .expect("the settle binary starts")
 }

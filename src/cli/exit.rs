@@ -116,5 +116,9 @@ fn refusal_hint(r: &Refusal) -> String {
         Refusal::EmptyLog => {
             "load plays first (`settle datagen`, or your pipeline's load) and run again".into()
         }
+        Refusal::UnsettleGap { from, last_settled, .. } => {
+            format!("unsettle through the last settled day: settle unsettle --from {from} --to {last_settled} --yes")
+        }
+        Refusal::NothingSettled { .. } => "there is nothing to undo; see `settle history`".into(),
     }
 }

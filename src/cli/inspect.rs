@@ -27,7 +27,10 @@ pub async fn history(
     }
     let rows = settle.history(limit).await?;
     let refusals = if all {
-        Some(settle.refusals(limit).await?)
+        Some((
+            settle.refusals(limit).await?,
+            settle::jobs::unsettle::recent(&c, limit).await?,
+        ))
     } else {
         None
     };
@@ -35,15 +38,16 @@ pub async fn history(
         // Without --all, the array of executions it always was.
         match refusals {
             None => println!("{}", serde_json::to_string(&rows)?),
-            Some(r) => println!(
+            Some((r, u)) => println!(
                 "{}",
-                serde_json::json!({"status": "OK", "executions": rows, "refusals": r})
+                serde_json::json!({"status": "OK", "executions": rows, "refusals": r, "unsettles": u})
             ),
         }
     } else {
         print!("{}", super::render::render_history(&rows));
-        if let Some(r) = refusals {
+        if let Some((r, u)) = refusals {
             print!("{}", super::render::render_refusals(&r));
+            print!("{}", super::render::render_unsettles(&u));
         }
         let recent = settle::jobs::verification::recent(&c, RECENT_VERIFICATIONS).await?;
         if !recent.is_empty() {

@@ -14,6 +14,7 @@ mod run;
 mod serve;
 mod statements;
 mod tools;
+mod unsettle;
 
 use clap::{Parser, Subcommand};
 
@@ -82,6 +83,11 @@ pub enum Command {
     },
     /// Settle days: count, price and rank plays, and publish the results.
     Run(RunArgs),
+    /// Take back the newest settled days: remove their result rows and
+    /// ledger entries in one transaction (weeks and months keep the sums of
+    /// their other days), recorded for `settle history --all`. Only a tail
+    /// of the settled history can go; asks for --yes.
+    Unsettle(unsettle::UnsettleArgs),
     /// Ask a running execution to stop; it ends STOPPED and publishes nothing.
     Stop {
         /// The execution id (see `settle history`).
@@ -212,6 +218,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Export(args) => statements::export(conn, args).await,
         Command::Status { execution, json } => inspect::status(conn, execution, json).await,
         Command::Stop { execution } => inspect::stop(conn, execution).await,
+        Command::Unsettle(args) => unsettle::unsettle(conn, args).await,
         Command::Serve(args) => serve::serve(conn, args).await,
         Command::Db(cmd) => admin::db(conn, cmd).await,
     }
@@ -228,6 +235,7 @@ impl Command {
             | Command::Status { json, .. } => *json,
             Command::Run(args) => args.json,
             Command::Verify(a) => a.json,
+            Command::Unsettle(a) => a.json,
             Command::Stop { .. }
             | Command::Bench { .. }
             | Command::Db(_)

@@ -204,3 +204,28 @@ pub fn render_refusals(rows: &[settle::jobs::refusals::RefusalRow]) -> String {
     }
     o
 }
+
+pub fn render_unsettles(rows: &[settle::jobs::unsettle::UnsettleRow]) -> String {
+    let mut o = String::from("\nunsettled days (settle unsettle)\n");
+    let _ = writeln!(
+        o,
+        "{:>6}  {:<20}  {:<24} {:>6} {:>14}  host",
+        "id", "unsettled (UTC)", "days", "count", "rows deleted"
+    );
+    for r in rows {
+        let _ = writeln!(
+            o,
+            "{:>6}  {:<20}  {:<24} {:>6} {:>14}  {}",
+            r.unsettle_id,
+            r.unsettled_at,
+            format!("{} .. {}", r.from, r.to),
+            r.days,
+            r.rows_deleted,
+            r.host
+        );
+    }
+    if rows.is_empty() {
+        o.push_str("(none)\n");
+    }
+    o
+}

@@ -53,6 +53,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0011_serve.sql",
         sql: include_str!("../../sql/migrations/0011_serve.sql"),
     },
+    Migration {
+        name: "0013_unsettle.sql",
+        sql: include_str!("../../sql/migrations/0013_unsettle.sql"),
+    },
 ];
 
 /// Serialises concurrent `migrate` calls on one database.

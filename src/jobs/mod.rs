@@ -9,6 +9,7 @@ pub mod history;
 pub mod ledger;
 pub mod refusals;
 mod repository;
+pub mod unsettle;
 pub mod verification;
 
 pub use repository::*;

@@ -31,6 +31,8 @@ fn kind(e: &Error) -> Option<&'static str> {
             crate::error::Refusal::UnreadableKept { .. } => "unreadable_kept",
             crate::error::Refusal::OutsideData { .. } => "outside_data",
             crate::error::Refusal::EmptyLog => "empty_log",
+            crate::error::Refusal::UnsettleGap { .. } => "unsettle_gap",
+            crate::error::Refusal::NothingSettled { .. } => "nothing_settled",
         },
         _ => return None,
     })

@@ -42,6 +42,19 @@ impl Status {
     }
 }
 
+/// Whether `settle unsettle` took back days of the completed execution
+/// `id` after it ran: then its instance is no longer done.
+async fn unsettled_since(c: &impl GenericClient, id: i64) -> Result<bool> {
+    Ok(c.query_one(
+        "SELECT EXISTS (SELECT 1 FROM unsettlement u JOIN job_execution e ON e.execution_id = $1 \
+          WHERE u.unsettled_at >= e.started_at AND u.from_day <= coalesce(e.day_to, 'infinity'))",
+        &[&id],
+    )
+    .await
+    .db("checking for unsettled days")?
+    .get(0))
+}
+
 /// The identifying parameters of a run as requested (not as extended).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Requested {
@@ -187,7 +200,7 @@ pub async fn begin(c: &Client, req: &Requested, force: bool, fresh: bool) -> Res
                     let added = rows_added_since(c, id, req).await?;
                     let settled = crate::jobs::ledger::settled_range(c).await?;
                     let changed = !crate::jobs::changes::pending(c, settled).await?.is_empty();
-                    if added == 0 && !changed {
+                    if added == 0 && !changed && !unsettled_since(c, id).await? {
                         return Ok(Begin::AlreadyCompleted { execution_id: id });
                     }
                     rerun = (added > 0).then_some(RowsAdded {

@@ -96,7 +96,7 @@ impl PeriodKind {
 }
 
 /// A settlement period: its kind and first day.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct Period {
     pub kind: PeriodKind,
     pub start: Day,

@@ -2,6 +2,8 @@
 //! slate between runs, and running the engine in-process.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
