@@ -89,6 +89,13 @@ pub enum Refusal {
     InconsistentStore { video: i64, before: Day },
     /// A kept partition result could not be decoded.
     UnreadableKept { detail: String },
+    /// The run would read plays that `settle retention` retired (`first`
+    /// is None for `--all`); runs from `earliest` on can go.
+    Retired {
+        first: Option<Day>,
+        retired_through: Day,
+        earliest: Day,
+    },
 }
 
 impl std::fmt::Display for Refusal {
@@ -123,6 +130,20 @@ impl std::fmt::Display for Refusal {
             ),
             Refusal::UnreadableKept { detail } => {
                 write!(f, "a kept partition result is unreadable ({detail})")
+            }
+            Refusal::Retired {
+                first,
+                retired_through,
+                ..
+            } => {
+                let what = match first {
+                    Some(d) => format!("settling from {d}"),
+                    None => "settling every day (--all)".to_string(),
+                };
+                write!(
+                    f,
+                    "{what} would need plays that settle retention retired (through {retired_through}); their stored results stay as they are"
+                )
             }
         }
     }

@@ -50,6 +50,9 @@ pub fn hint(e: &Error) -> Option<String> {
                 "rebuild every stored row with `settle run --all --force`".into()
             }
             Refusal::UnreadableKept { .. } => "rerun with --fresh".into(),
+            Refusal::Retired { earliest, .. } => format!(
+                "settle only days from {earliest} on (settle run --from {earliest} --to DAY); the retired days' results are kept and cannot be rebuilt"
+            ),
         },
         Error::Locked { holder } => {
             format!("wait for it to finish or stop it with `settle stop {holder}`")

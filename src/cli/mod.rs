@@ -9,6 +9,7 @@ mod admin;
 mod args;
 mod exit;
 mod inspect;
+mod lifecycle;
 mod render;
 mod run;
 mod tools;
@@ -109,6 +110,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Append play files (CSV, TSV, NDJSON, Parquet) to viewing_log, each
+    /// exactly once: unparseable rows are rejects (file, line, column,
+    /// reason), more than --max-rejects loads nothing of the file, and the
+    /// same content again is refused. See docs/retention.md.
+    Ingest(lifecycle::IngestArgs),
+    /// Drop (or detach) viewing_log partitions whose plays are all older than
+    /// --keep-days and settled; runs that would need them are refused after.
+    Retention(lifecycle::RetentionArgs),
     /// Manage the embedded PostgreSQL cluster.
     #[command(subcommand)]
     Db(DbCommand),
@@ -160,6 +169,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::History { limit, json } => inspect::history(conn, limit, json).await,
         Command::Status { execution, json } => inspect::status(conn, execution, json).await,
         Command::Stop { execution } => inspect::stop(conn, execution).await,
+        Command::Ingest(args) => lifecycle::ingest(conn, args).await,
+        Command::Retention(args) => lifecycle::retention(conn, args).await,
         Command::Db(cmd) => admin::db(conn, cmd).await,
     }
 }

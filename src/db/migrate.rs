@@ -37,6 +37,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_clear_unreachable_results.sql",
         sql: include_str!("../../sql/migrations/0006_clear_unreachable_results.sql"),
     },
+    Migration {
+        name: "0012_ingest_retention.sql",
+        sql: include_str!("../../sql/migrations/0012_ingest_retention.sql"),
+    },
 ];
 
 /// Serialises concurrent `migrate` calls on one database.

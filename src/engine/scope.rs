@@ -30,6 +30,7 @@ pub(crate) async fn resolve(snap: &Client, repo: &Client, requested: &Requested)
     let settled = ledger::settled_range(repo).await?;
     let (a, b) = match *requested {
         Requested::All => {
+            ledger::check_not_retired(repo, None).await?;
             return Ok(Days {
                 scope: Scope::default(),
                 first: None,
@@ -38,7 +39,7 @@ pub(crate) async fn resolve(snap: &Client, repo: &Client, requested: &Requested)
                 restated_from: None,
                 extended_to: None,
                 notes: Vec::new(),
-            })
+            });
         }
         Requested::Days(a, b) => (a, b),
     };
@@ -98,6 +99,7 @@ pub(crate) async fn resolve(snap: &Client, repo: &Client, requested: &Requested)
         }
         None => ensure_no_plays_before(snap, a).await?,
     }
+    ledger::check_not_retired(repo, Some(first)).await?;
     let last = days.last.expect("a day range");
     days.first = Some(first);
     days.scope = Scope {

@@ -2,4 +2,6 @@
 
 pub mod bench;
 pub mod demo;
+pub mod ingest;
 pub mod reference;
+pub mod retention;
