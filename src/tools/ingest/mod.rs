@@ -103,6 +103,10 @@ struct Turns {
     /// load one after the other (so the second finds the first loaded),
     /// and never wait on each other's turn while holding the file lock.
     same: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Held while a file takes its turn, its ids and its partitions, so
+    /// turns follow id order and a partition is never created while a
+    /// later file holds the log waiting for this one's turn (a deadlock).
+    reserve: tokio::sync::Mutex<()>,
 }
 
 /// A place in the commit order; leaving it (dropped) lets the next go.
@@ -270,6 +274,7 @@ async fn load_file(
         ));
         return Ok(());
     }
+    let reserving = turns.reserve.lock().await;
     let (ticket, first_id) = if survey.has_id || survey.rows == 0 {
         (None, None)
     } else {
@@ -287,6 +292,7 @@ async fn load_file(
     if let Some((lo, hi)) = ids {
         rep.partitions_created = load::ensure_partitions(&mut c, lo, hi).await?;
     }
+    drop(reserving);
     let pass = load::Pass {
         format,
         zone,
