@@ -104,13 +104,30 @@ pub struct Settle {
 
 impl Settle {
     /// Opens the database (starting the embedded cluster when no URL is
-    /// given) and brings its schema up to date.
+    /// given) and checks that it holds settle's current schema. Only
+    /// [`Settle::migrate`] creates or upgrades it, so that a mistyped URL
+    /// never gets tables written into someone else's database.
     pub async fn connect(config: &Config) -> Result<Settle> {
         let database =
             Database::open(config.database_url.as_deref(), config.pg_dir.clone()).await?;
         let settle = Settle { database };
-        settle.migrate().await?;
+        settle.check_schema().await?;
         Ok(settle)
+    }
+
+    /// Refuses a database without settle's schema, or with an older one.
+    pub async fn check_schema(&self) -> Result<()> {
+        let c = self.database.connect().await?;
+        let pending = crate::db::migrate::pending(&c).await?;
+        if pending.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::Error::NoSchema {
+                database: self.database.display.clone(),
+                pending,
+                total: crate::db::migrate::MIGRATIONS.len(),
+            })
+        }
     }
 
     /// Wraps an open database without touching its schema.
@@ -131,6 +148,12 @@ impl Settle {
     /// Runs the settlement job, reporting to `obs`.
     pub async fn run(&self, req: &RunRequest, obs: &dyn Observer) -> Result<Outcome> {
         engine::run(&self.database, &req.options, req.stop.0.clone(), obs).await
+    }
+
+    /// The most recent refused runs, newest first.
+    pub async fn refusals(&self, limit: i64) -> Result<Vec<jobs::refusals::RefusalRow>> {
+        let c = self.database.connect().await?;
+        jobs::refusals::recent(&c, limit).await
     }
 
     /// The most recent executions, newest first.

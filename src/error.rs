@@ -17,12 +17,33 @@ pub enum Error {
         detail: String,
     },
 
-    #[error("database error while {context}: {source}")]
+    /// The server answered with an error, or the connection broke.
+    #[error("database error while {context}: {}", pg_message(pg))]
     Db {
         context: String,
-        #[source]
-        source: tokio_postgres::Error,
+        pg: tokio_postgres::Error,
     },
+
+    /// No session could be opened: wrong URL, no such database or role,
+    /// server down. Always an environment error.
+    #[error("could not connect to {target}: {}", pg_message(pg))]
+    Connect {
+        target: String,
+        pg: tokio_postgres::Error,
+    },
+
+    /// The database has no settle schema, or an older one.
+    #[error("{database} {}", if pending.len() == *total { "has no settle schema".to_string() } else { format!("has an older settle schema ({} migration(s) not applied: {})", pending.len(), pending.join(", ")) })]
+    NoSchema {
+        database: String,
+        pending: Vec<String>,
+        /// How many migrations there are in all.
+        total: usize,
+    },
+
+    /// The days asked for hold no plays at all.
+    #[error("{first} .. {last} holds no plays: nothing to settle")]
+    NothingToSettle { first: Day, last: Day },
 
     #[error("migration {name} was applied with checksum {applied} but the file now has {current}; migrations are immutable once applied: restore the file and add a new migration instead")]
     MigrationEdited {
@@ -89,6 +110,17 @@ pub enum Refusal {
     InconsistentStore { video: i64, before: Day },
     /// A kept partition result could not be decoded.
     UnreadableKept { detail: String },
+    /// The days asked for lie outside the log's days and the horizon after
+    /// them (today in Seoul plus `--horizon-days`).
+    OutsideData {
+        from: Day,
+        to: Day,
+        data: Option<(Day, Day)>,
+        settled: Option<(Day, Day)>,
+        horizon: Day,
+    },
+    /// viewing_log has no rows at all.
+    EmptyLog,
     /// The run would read plays that `settle retention` retired (`first`
     /// is None for `--all`); runs from `earliest` on can go.
     Retired {
@@ -131,6 +163,24 @@ impl std::fmt::Display for Refusal {
             Refusal::UnreadableKept { detail } => {
                 write!(f, "a kept partition result is unreadable ({detail})")
             }
+            Refusal::OutsideData {
+                from,
+                to,
+                data,
+                settled,
+                horizon,
+            } => {
+                write!(f, "{from} .. {to} is not a range settle can settle: ")?;
+                match data {
+                    Some((a, b)) => write!(f, "viewing_log holds plays of {a} .. {b}")?,
+                    None => write!(f, "viewing_log holds no plays")?,
+                }
+                if let Some((a, b)) = settled {
+                    write!(f, ", days {a} .. {b} are settled")?;
+                }
+                write!(f, ", and nothing after {horizon} can have plays yet")
+            }
+            Refusal::EmptyLog => write!(f, "viewing_log is empty: there is nothing to settle"),
             Refusal::Retired {
                 first,
                 retired_through,
@@ -158,11 +208,35 @@ pub trait DbContext<T> {
 
 impl<T> DbContext<T> for std::result::Result<T, tokio_postgres::Error> {
     fn db(self, context: impl Into<String>) -> Result<T> {
-        self.map_err(|source| Error::Db {
+        self.map_err(|pg| Error::Db {
             context: context.into(),
-            source,
+            pg,
         })
     }
+}
+
+/// The server's own words (severity, message, detail, hint) once, or the
+/// client's error with its causes: tokio-postgres's Display alone says only
+/// "db error".
+pub fn pg_message(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut m = format!("{}: {}", db.severity(), db.message());
+        if let Some(d) = db.detail() {
+            m.push_str(&format!(" ({d})"));
+        }
+        return m;
+    }
+    let mut m = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !m.contains(&t) {
+            m.push_str(": ");
+            m.push_str(&t);
+        }
+        cause = c.source();
+    }
+    m
 }
 
 impl Error {
@@ -170,10 +244,10 @@ impl Error {
     /// a while, or the server asked us to retry.
     pub fn is_transient(&self) -> bool {
         use tokio_postgres::error::SqlState;
-        let Error::Db { source, .. } = self else {
+        let Error::Db { pg, .. } = self else {
             return false;
         };
-        match source.code() {
+        match pg.code() {
             None => true, // I/O: connection reset or closed
             Some(code) => [
                 SqlState::ADMIN_SHUTDOWN,
@@ -213,9 +287,20 @@ impl Error {
             Error::NoPostgres
                 | Error::Embedded { .. }
                 | Error::Usage(_)
+                | Error::Refused(_)
                 | Error::Locked { .. }
                 | Error::MigrationEdited { .. }
                 | Error::Io { .. }
-        ) || matches!(self, Error::Db { source, .. } if source.as_db_error().is_none())
+                | Error::Connect { .. }
+                | Error::NoSchema { .. }
+        ) || matches!(self, Error::Db { pg, .. } if pg.as_db_error().is_none())
+    }
+
+    /// The SQLSTATE the server answered with, if it did.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            Error::Db { pg, .. } | Error::Connect { pg, .. } => pg.code().map(|c| c.code()),
+            _ => None,
+        }
     }
 }

@@ -14,6 +14,8 @@ pub mod jobs;
 pub mod pipeline;
 pub mod report;
 pub mod rules;
+pub mod serve;
+pub mod statements;
 pub mod sys;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -23,3 +25,8 @@ pub use api::{
     Config, Event, Note, Observer, Phase, RunOutcome, RunRequest, Settle, StopAnswer, StopSignal,
 };
 pub use error::{Error, Result};
+
+/// The README's Rust example, compiled as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -40,6 +40,11 @@ pub fn run_summary(s: &RunSummary) -> String {
             .map(|t| format!(" (extended to {t}: later settled days re-priced)"))
             .unwrap_or_default()
     );
+    if let Some(c) = &s.input_changes {
+        for line in input_changes(c) {
+            let _ = writeln!(o, "  input changed    {line}");
+        }
+    }
     let _ = writeln!(
         o,
         "  rows read        {:>15}  (of which look-back context {})",
@@ -98,4 +103,38 @@ pub fn run_summary(s: &RunSummary) -> String {
         human_count(s.written.unchanged_rows)
     );
     o
+}
+
+/// One line per changed day or video, e.g. "2024-07-31: 1,000 rows fewer,
+/// 0 changed".
+pub fn input_changes(c: &crate::jobs::changes::InputChanges) -> Vec<String> {
+    let mut out = Vec::new();
+    if c.truncated {
+        out.push("viewing_log or videos was truncated".to_string());
+    }
+    for d in &c.days {
+        let net = d.net();
+        let diff = match net.cmp(&0) {
+            std::cmp::Ordering::Greater => format!("{} rows more", human_count(net as u64)),
+            std::cmp::Ordering::Less => format!("{} rows fewer", human_count(net.unsigned_abs())),
+            std::cmp::Ordering::Equal => "as many rows".to_string(),
+        };
+        out.push(format!(
+            "{}: {diff}, {} changed",
+            d.day,
+            human_count(d.updated as u64)
+        ));
+    }
+    for v in &c.videos {
+        let what = match v.op.as_str() {
+            "INSERT" => "added (its plays were rejected as unknown)",
+            "DELETE" => "removed",
+            _ => "given another uploader or duration",
+        };
+        out.push(format!(
+            "video {} {what}; it has plays from {}",
+            v.video_id, v.from
+        ));
+    }
+    out
 }

@@ -165,6 +165,10 @@ async fn a_rerun_writes_only_what_changed() {
     assert_eq!(again.written.video_rows, 0, "unchanged data writes nothing");
     assert_eq!(again.written.creator_rows, 0);
     assert_eq!(
+        again.written.top_rows, 0,
+        "unchanged data rewrites no top 5"
+    );
+    assert_eq!(
         again.written.unchanged_rows,
         first.written.video_rows + first.written.creator_rows
     );

@@ -1051,7 +1051,7 @@ async fn plays_backfilled_before_the_settled_history_stop_the_next_run() {
     .await;
 
     let o = settle_output(&db.url, &["run", "--date", &day_arg(last)]).await;
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o)); // a refusal: usage or environment
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains(&format!("plays before {first}")) && err.contains("settle run --all"),
@@ -1108,7 +1108,7 @@ async fn an_infinite_started_at_is_refused_by_name() {
     load_hard_data(&c, 0.71, 1000, Order::Logged).await;
     let id = append_play(&c, 616161, "'infinity'", 1).await;
     let o = settle_output(&db.url, &["run", "--all"]).await;
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o)); // a refusal: usage or environment
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains(&format!("row {id} has started_at = infinity")),

@@ -219,3 +219,35 @@ fn the_length_check_sees_a_long_function() {
     let text = format!("pub async fn big() {{\n{body}}}\n\nfn small() {{\n}}\n");
     assert_eq!(long_functions(&text, 150), vec![(1, 162)]);
 }
+
+/// The repository carries the SPEC so its links work in a clone; the copy
+/// must stay the contract itself.
+#[test]
+fn the_spec_copy_is_the_shared_contract() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let copy = std::fs::read_to_string(root.join("docs/SPEC.md")).expect("docs/SPEC.md");
+    assert!(copy.contains("# settle — the settlement contract"));
+    let shared = root.join("../shared/SPEC.md");
+    if let Ok(contract) = std::fs::read_to_string(&shared) {
+        assert_eq!(
+            copy,
+            contract,
+            "docs/SPEC.md differs from {}",
+            shared.display()
+        );
+    }
+}
+
+#[test]
+fn no_source_file_is_over_800_lines() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|p| {
+            let n = std::fs::read_to_string(p).unwrap().lines().count();
+            (n > 800).then(|| format!("{} ({n} lines)", p.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "files over 800 lines: {long:#?}");
+}

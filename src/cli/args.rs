@@ -32,7 +32,7 @@ impl ConnArgs {
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Settle every day that has plays (and every day already settled).
-    #[arg(long, conflicts_with_all = ["date", "from", "to"], required_unless_present_any = ["date", "from"])]
+    #[arg(long, conflicts_with_all = ["date", "from", "to"])]
     pub all: bool,
     /// Settle one Seoul day (YYYY-MM-DD).
     #[arg(long, conflicts_with_all = ["from", "to"])]
@@ -79,6 +79,14 @@ pub struct RunArgs {
     /// day again.
     #[arg(long, default_value_t = settle::engine::DEFAULT_DISORDER_MINUTES)]
     pub disorder_minutes: u32,
+    /// Settle days that hold no plays, instead of refusing them with exit
+    /// code 3 (a night whose upstream load failed must not look green).
+    #[arg(long)]
+    pub allow_empty: bool,
+    /// How many days after today (Seoul) a run may reach; later days are
+    /// refused as a typing slip.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=366))]
+    pub horizon_days: u32,
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -143,6 +151,8 @@ impl RunArgs {
         opts.fresh = self.fresh;
         opts.attempts = self.attempts;
         opts.disorder_minutes = self.disorder_minutes;
+        opts.allow_empty = self.allow_empty;
+        opts.horizon_days = self.horizon_days;
         opts.pause_after_partition =
             std::time::Duration::from_millis(self.pause_after_partition_ms);
         Ok(req)

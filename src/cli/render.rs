@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use settle::jobs::history::{ExecutionRow, Status};
+use settle::jobs::verification::VerificationRecord;
 use settle::report::human_count;
 
 pub fn render_history(rows: &[ExecutionRow]) -> String {
@@ -42,6 +43,46 @@ pub fn render_history(rows: &[ExecutionRow]) -> String {
     }
     if rows.is_empty() {
         o.push_str("(no executions yet: run `settle run --all`)\n");
+    }
+    o
+}
+
+pub fn render_verifications(rows: &[VerificationRecord]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{:>6}  {:<5}  {:<10}  {:<10}  {:<10}  {:<20}  {:>8}  {:>11}  {:>9}  {:>9}  {:>9}",
+        "verif",
+        "mode",
+        "result",
+        "from",
+        "to",
+        "started (UTC)",
+        "duration",
+        "matching",
+        "differing",
+        "missing",
+        "extra"
+    );
+    for r in rows {
+        let _ = writeln!(
+            o,
+            "{:>6}  {:<5}  {:<10}  {:<10}  {:<10}  {:<20}  {:>8}  {:>11}  {:>9}  {:>9}  {:>9}",
+            r.verification_id,
+            r.mode,
+            r.result,
+            r.day_from.as_deref().unwrap_or("-"),
+            r.day_to.as_deref().unwrap_or("-"),
+            r.started_at,
+            format!("{:.1}s", r.duration_s),
+            human_count(r.matching as u64),
+            human_count(r.differing as u64),
+            human_count(r.missing as u64),
+            human_count(r.extra as u64),
+        );
+    }
+    if rows.is_empty() {
+        o.push_str("(no verifications yet: run `settle verify --all`)\n");
     }
     o
 }
@@ -140,6 +181,26 @@ pub fn render_status(s: &Status) -> String {
                 r.end_position
             );
         }
+    }
+    o
+}
+
+pub fn render_refusals(rows: &[settle::jobs::refusals::RefusalRow]) -> String {
+    let mut o = String::from("\nrefused runs (not executions: nothing was read or recorded)\n");
+    let _ = writeln!(
+        o,
+        "{:>6}  {:<20}  {:<32} {:<18} reason",
+        "id", "refused (UTC)", "parameters", "kind"
+    );
+    for r in rows {
+        let _ = writeln!(
+            o,
+            "{:>6}  {:<20}  {:<32} {:<18} {}",
+            r.refusal_id, r.refused_at, r.params, r.kind, r.reason
+        );
+    }
+    if rows.is_empty() {
+        o.push_str("(none)\n");
     }
     o
 }

@@ -43,7 +43,9 @@ pub async fn run(conn: &ConnArgs, args: RunArgs) -> anyhow::Result<i32> {
         }
         RunOutcome::Completed(summary) => {
             if args.json {
-                println!("{}", serde_json::to_string(&summary)?);
+                let mut v = serde_json::to_value(&summary)?;
+                v["status"] = "COMPLETED".into();
+                println!("{v}");
             } else {
                 print!("{}", settle::report::run_summary(&summary));
             }
@@ -145,6 +147,10 @@ pub fn note(n: &Note) -> String {
         ),
         Note::LogChanged { previous, changed, added } => format!(
             "viewing_log changed since execution {previous} read it: {changed} of its finished partitions hold other rows now and are read again, and {added} new partitions cover ids outside its plan"
+        ),
+        Note::InputChanged(c) => format!(
+            "settled input changed since it was settled; settling again from its earliest day: {}",
+            settle::report::input_changes(c).join("; ")
         ),
         Note::Unattributed { rows } => format!(
             "{rows} stored rows belong to videos no longer in `videos`; they are not in any creator's sums"

@@ -38,6 +38,22 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../sql/migrations/0006_clear_unreachable_results.sql"),
     },
     Migration {
+        name: "0007_input_changes.sql",
+        sql: include_str!("../../sql/migrations/0007_input_changes.sql"),
+    },
+    Migration {
+        name: "0008_run_refusals.sql",
+        sql: include_str!("../../sql/migrations/0008_run_refusals.sql"),
+    },
+    Migration {
+        name: "0010_verification.sql",
+        sql: include_str!("../../sql/migrations/0010_verification.sql"),
+    },
+    Migration {
+        name: "0011_serve.sql",
+        sql: include_str!("../../sql/migrations/0011_serve.sql"),
+    },
+    Migration {
         name: "0012_ingest_retention.sql",
         sql: include_str!("../../sql/migrations/0012_ingest_retention.sql"),
     },
@@ -54,6 +70,32 @@ pub struct Report {
 
 pub fn checksum(sql: &str) -> String {
     hex::encode(Sha256::digest(sql.as_bytes()))
+}
+
+/// Migrations not yet applied to this database (all of them when it has
+/// no settle schema). Reads only; creates nothing.
+pub async fn pending(client: &Client) -> Result<Vec<String>> {
+    let has_table: bool = client
+        .query_one("SELECT to_regclass('settle_migrations') IS NOT NULL", &[])
+        .await
+        .db("looking for the settle schema")?
+        .get(0);
+    let applied: Vec<String> = if has_table {
+        client
+            .query("SELECT name FROM settle_migrations", &[])
+            .await
+            .db("reading the applied migrations")?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(MIGRATIONS
+        .iter()
+        .filter(|m| !applied.iter().any(|a| a == m.name))
+        .map(|m| m.name.to_string())
+        .collect())
 }
 
 pub async fn migrate(client: &mut Client) -> Result<Report> {

@@ -103,10 +103,10 @@ impl Drop for Database {
 
 /// Connect with `config`, spawning the connection on the current runtime.
 pub async fn connect(config: &Config) -> Result<Client> {
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .db(format!("connecting to {}", describe(config)))?;
+    let (client, connection) = config.connect(NoTls).await.map_err(|pg| Error::Connect {
+        target: describe(config),
+        pg,
+    })?;
     spawn_connection(connection);
     Ok(client)
 }
@@ -162,7 +162,10 @@ pub async fn connect_copy(config: &Config) -> Result<Client> {
                 let (client, connection) = config
                     .connect_raw(coalesce::Coalescing::new(socket), NoTls)
                     .await
-                    .db(format!("connecting to {}", describe(config)))?;
+                    .map_err(|pg| Error::Connect {
+                        target: describe(config),
+                        pg,
+                    })?;
                 spawn_connection(connection);
                 return Ok(client);
             }

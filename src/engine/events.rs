@@ -96,6 +96,9 @@ pub enum Note {
         changed: usize,
         added: usize,
     },
+    /// Settled input changed since it was settled; the run settles again
+    /// from the earliest day it touches.
+    InputChanged(crate::jobs::changes::InputChanges),
     /// Stored rows of videos no longer in `videos`, left out of creators.
     Unattributed { rows: u64 },
 }

@@ -20,8 +20,8 @@ pub use events::{Event, Note, Observer, Phase, Quiet};
 pub use summary::{Excluded, PartitionTiming, Phases, RejectedCounts, RunSummary};
 
 use crate::db::{self, Database};
-use crate::error::{DbContext, Error, Result};
-use crate::jobs::{self, Begin, Requested, Status};
+use crate::error::{DbContext, Error, Refusal, Result};
+use crate::jobs::{self, refusals, Begin, Requested, Status};
 use crate::pipeline::catalog::Catalog;
 use crate::pipeline::exact;
 use crate::pipeline::partition::Partition;
@@ -54,6 +54,11 @@ pub struct RunOptions {
     pub fresh: bool,
     /// Attempts per partition for transient errors (1 = no retry).
     pub attempts: u32,
+    /// Settle days that hold no plays instead of refusing them.
+    pub allow_empty: bool,
+    /// How many days after today (in Seoul) a run may reach: later days can
+    /// have no plays yet.
+    pub horizon_days: u32,
     /// Test hook: sleep after each partition, so faults can be injected mid-run.
     pub pause_after_partition: Duration,
 }
@@ -72,6 +77,8 @@ impl RunOptions {
             force: false,
             fresh: false,
             attempts: 4,
+            allow_empty: false,
+            horizon_days: 1,
             pause_after_partition: Duration::ZERO,
         }
     }
@@ -90,6 +97,13 @@ pub async fn run(
     stop: Arc<AtomicBool>,
     obs: &dyn Observer,
 ) -> Result<Outcome> {
+    // Arguments that can never be valid are refused before anything is
+    // recorded.
+    if let Requested::Days(a, b) = opts.requested {
+        if a > b {
+            return Err(Error::Refused(Refusal::Backwards { from: a, to: b }));
+        }
+    }
     let mut repo = database.connect().await?;
     let locked: bool = repo
         .query_one("SELECT pg_try_advisory_lock($1)", &[&jobs::RUN_LOCK])
@@ -98,7 +112,9 @@ pub async fn run(
         .get(0);
     if !locked {
         let holder = jobs::lock_holder(&repo).await?;
-        return Err(Error::Locked { holder });
+        let e = Error::Locked { holder };
+        refusals::record(&repo, &opts.requested.key(), &e).await;
+        return Err(e);
     }
     let outcome = run_locked(database, &mut repo, opts, stop, obs).await;
     // Release the lock now: a dropped connection's backend may linger a
@@ -117,6 +133,7 @@ async fn run_locked(
     stop: Arc<AtomicBool>,
     obs: &dyn Observer,
 ) -> Result<Outcome> {
+    jobs::changes::watch(&*repo).await?;
     let abandoned = jobs::abandon_dead(&*repo).await?;
     if !abandoned.is_empty() {
         tracing::debug!(?abandoned, "marked executions of dead processes ABANDONED");
@@ -124,6 +141,17 @@ async fn run_locked(
             executions: abandoned,
         }));
     }
+    // One snapshot for everything the run reads, opened before anything is
+    // recorded: the days are resolved in it, and a refused run is no
+    // execution, only a refusal.
+    let snap = open_snapshot(database).await?;
+    let days = match scope::resolve(&snap.client, repo, opts).await {
+        Ok(d) => d,
+        Err(e) => {
+            refusals::record(repo, &opts.requested.key(), &e).await;
+            return Err(e);
+        }
+    };
     let exec = match jobs::begin(&*repo, &opts.requested, opts.force, opts.fresh).await? {
         Begin::AlreadyCompleted { execution_id } => {
             return Ok(Outcome::AlreadyCompleted { execution_id })
@@ -141,8 +169,9 @@ async fn run_locked(
     obs.event(&Event::Began {
         execution_id: exec.id,
     });
+    jobs::record_snapshot(repo, exec.id, snap.max_id, &snap.seen).await?;
     let watcher = watch_for_stop(database, exec.id, stop.clone());
-    let result = execute(database, repo, opts, &exec, &stop, obs).await;
+    let result = execute(database, repo, opts, &exec, (snap, days), &stop, obs).await;
     watcher.abort();
     match result {
         Ok(summary) => Ok(Outcome::Completed(Box::new(summary))),
@@ -205,6 +234,7 @@ async fn execute(
     repo: &mut Client,
     opts: &RunOptions,
     exec: &jobs::Execution,
+    (snap, days): (Snapshot, scope::Days),
     stop: &Arc<AtomicBool>,
     obs: &dyn Observer,
 ) -> Result<RunSummary> {
@@ -220,15 +250,19 @@ async fn execute(
         ..Default::default()
     };
 
-    // One snapshot for everything the run reads.
-    let (snap, snapshot) = open_snapshot(database, repo, exec.id).await?;
+    let Snapshot {
+        client: snap,
+        exported: snapshot,
+        seen,
+        ..
+    } = snap;
     let catalog = Arc::new(Catalog::load(&snap).await?);
-    let days = scope::resolve(&snap, repo, &opts.requested).await?;
     for n in &days.notes {
         obs.event(&Event::Note(n.clone()));
     }
     summary.restated_from = days.restated_from.map(|d| d.to_string());
     summary.extended_to = days.extended_to.map(|d| d.to_string());
+    summary.input_changes = (!days.changes.is_empty()).then(|| days.changes.clone());
     let (mut first, mut last) = (days.first, days.last);
 
     let (plan, kept) = plan::plan_or_continue(
@@ -321,6 +355,7 @@ async fn execute(
         exec: exec.id,
         tails: tails.as_ref(),
         counts: &counts,
+        seen: &seen,
         t0,
     };
     let (Some(first), Some(last)) = (first, last) else {
@@ -344,27 +379,42 @@ async fn execute(
     Ok(finish(repo, summary, t0).await)
 }
 
-/// Opens the run's snapshot on its own connection, exports it for the
-/// readers and records its bounds with the execution.
-async fn open_snapshot(database: &Database, repo: &Client, exec: i64) -> Result<(Client, String)> {
-    let snap = database.connect().await?;
-    snap.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+/// The run's snapshot: its own connection in a REPEATABLE READ READ ONLY
+/// transaction, exported for the readers.
+struct Snapshot {
+    client: Client,
+    /// `pg_export_snapshot()`, for the readers to import.
+    exported: String,
+    /// `pg_current_snapshot()` as text, recorded with the execution.
+    seen: String,
+    /// The highest id it sees.
+    max_id: Option<i64>,
+}
+
+async fn open_snapshot(database: &Database) -> Result<Snapshot> {
+    let client = database.connect().await?;
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
         .db("opening the run's snapshot")?;
-    let snapshot: String = snap
+    let exported: String = client
         .query_one("SELECT pg_export_snapshot()", &[])
         .await
         .db("exporting the run's snapshot")?
         .get(0);
-    let seen = snap
+    let r = client
         .query_one(
             "SELECT (SELECT max(id) FROM viewing_log), pg_current_snapshot()::text",
             &[],
         )
         .await
         .db("reading the run's snapshot bounds")?;
-    jobs::record_snapshot(repo, exec, seen.get(0), seen.get::<_, &str>(1)).await?;
-    Ok((snap, snapshot))
+    Ok(Snapshot {
+        max_id: r.get(0),
+        seen: r.get(1),
+        client,
+        exported,
+    })
 }
 
 /// Records the rejects (whatever happens next, so they can be inspected)

@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 use super::events::Note;
 use super::summary::{counts_of, finish_summary, RunSummary};
 use crate::error::{DbContext, Result};
-use crate::jobs::{self, ledger};
+use crate::jobs::{self, changes, ledger};
 use crate::pipeline::aggregate::Counts;
 use crate::pipeline::catalog::Catalog;
 use crate::pipeline::price::{self, PeriodRows};
@@ -106,6 +106,9 @@ pub(crate) struct Record<'a> {
     pub exec: i64,
     pub tails: Option<&'a ledger::DayTails>,
     pub counts: &'a Counts,
+    /// The run's snapshot (`pg_current_snapshot()` as text): the input
+    /// changes it saw are settled by this publish.
+    pub seen: &'a str,
     pub t0: Instant,
 }
 
@@ -143,6 +146,7 @@ pub(crate) async fn publish(
     );
     let t_pub = Instant::now();
     ledger::mark_settled(&tx, first, last, rec.exec, rec.tails).await?;
+    changes::clear_seen(&tx, rec.seen).await?;
     finish_summary(summary, written, rec.t0);
     let summary_json = serde_json::to_value(&*summary).unwrap_or_default();
     jobs::record_counts(

@@ -55,6 +55,10 @@ pub struct RunSummary {
     /// The day before the requested range, settled again because plays of
     /// its last hours were written after it had been settled.
     pub restated_from: Option<String>,
+    /// Changes to settled input since it was settled (deleted, corrected or
+    /// late plays; changed videos), settled again by this run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_changes: Option<crate::jobs::changes::InputChanges>,
     pub rows_read: u64,
     pub lookback_rows: u64,
     pub counted: u64,

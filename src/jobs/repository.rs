@@ -185,10 +185,12 @@ pub async fn begin(c: &Client, req: &Requested, force: bool, fresh: bool) -> Res
             match status.as_str() {
                 "COMPLETED" if !force => {
                     let added = rows_added_since(c, id, req).await?;
-                    if added == 0 {
+                    let settled = crate::jobs::ledger::settled_range(c).await?;
+                    let changed = !crate::jobs::changes::pending(c, settled).await?.is_empty();
+                    if added == 0 && !changed {
                         return Ok(Begin::AlreadyCompleted { execution_id: id });
                     }
-                    rerun = Some(RowsAdded {
+                    rerun = (added > 0).then_some(RowsAdded {
                         previous: id,
                         rows: added,
                     });
@@ -271,7 +273,7 @@ pub async fn record_snapshot(
     Ok(())
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())

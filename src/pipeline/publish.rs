@@ -398,21 +398,39 @@ pub async fn publish(tx: &Transaction<'_>, mut p: Publication<'_>) -> Result<Wri
     let creator = std::mem::take(&mut p.creator);
     stats.creator_rows = replace_sums(tx, &CREATOR, &p, creator, &mut stats).await?;
     let (first, last, weeks, months) = p.bounds();
+    // The new top 5s go through a scratch table so that only ranks whose
+    // video or value changed are rewritten: an unchanged rerun writes none.
+    tx.batch_execute(
+        "CREATE TEMP TABLE IF NOT EXISTS publish_top (LIKE top_videos) ON COMMIT DELETE ROWS",
+    )
+    .await
+    .db("staging the new top 5s")?;
+    copy_in(
+        tx,
+        "COPY publish_top (period_kind, period_start, metric, rank, video_id, value) FROM STDIN (FORMAT binary)",
+        top_rows(p.top),
+    )
+    .await?;
     stats.deleted_rows += tx
         .execute(
-            "DELETE FROM top_videos WHERE (period_kind = 'day' AND period_start BETWEEN $1 AND $2) \
-             OR (period_kind = 'week' AND period_start = ANY($3)) \
-             OR (period_kind = 'month' AND period_start = ANY($4))",
+            "DELETE FROM top_videos t WHERE ((t.period_kind = 'day' AND t.period_start BETWEEN $1 AND $2) \
+             OR (t.period_kind = 'week' AND t.period_start = ANY($3)) \
+             OR (t.period_kind = 'month' AND t.period_start = ANY($4))) \
+             AND NOT EXISTS (SELECT 1 FROM publish_top n WHERE (n.period_kind, n.period_start, n.metric, n.rank, n.video_id, n.value) \
+                             = (t.period_kind, t.period_start, t.metric, t.rank, t.video_id, t.value))",
             &[&first, &last, &weeks, &months],
         )
         .await
         .db("replacing rows of top_videos")?;
-    stats.top_rows = copy_in(
-        tx,
-        "COPY top_videos (period_kind, period_start, metric, rank, video_id, value) FROM STDIN (FORMAT binary)",
-        top_rows(p.top),
-    )
-    .await?;
+    stats.top_rows = tx
+        .execute(
+            "INSERT INTO top_videos SELECT n.* FROM publish_top n WHERE NOT EXISTS \
+             (SELECT 1 FROM top_videos t WHERE (t.period_kind, t.period_start, t.metric, t.rank) \
+              = (n.period_kind, n.period_start, n.metric, n.rank))",
+            &[],
+        )
+        .await
+        .db("writing rows of top_videos")?;
     Ok(stats)
 }
 

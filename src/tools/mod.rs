@@ -3,5 +3,6 @@
 pub mod bench;
 pub mod demo;
 pub mod ingest;
+pub mod guard;
 pub mod reference;
 pub mod retention;
