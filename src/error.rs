@@ -121,6 +121,13 @@ pub enum Refusal {
     },
     /// viewing_log has no rows at all.
     EmptyLog,
+    /// The run would read plays that `settle retention` retired (`first`
+    /// is None for `--all`); runs from `earliest` on can go.
+    Retired {
+        first: Option<Day>,
+        retired_through: Day,
+        earliest: Day,
+    },
     /// Unsettling `from..=to` would leave days after `to` settled on top
     /// of removed ones.
     UnsettleGap {
@@ -187,6 +194,20 @@ impl std::fmt::Display for Refusal {
                 write!(f, ", and nothing after {horizon} can have plays yet")
             }
             Refusal::EmptyLog => write!(f, "viewing_log is empty: there is nothing to settle"),
+            Refusal::Retired {
+                first,
+                retired_through,
+                ..
+            } => {
+                let what = match first {
+                    Some(d) => format!("settling from {d}"),
+                    None => "settling every day (--all)".to_string(),
+                };
+                write!(
+                    f,
+                    "{what} would need plays that settle retention retired (through {retired_through}); their stored results stay as they are"
+                )
+            }
             Refusal::UnsettleGap {
                 from,
                 to,

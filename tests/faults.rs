@@ -11,7 +11,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,7 @@ use common::*;
 use serde_json::Value;
 use settle::rules::Day;
 use settle::testkit::TestDb;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio_postgres::Client;
 
 /// How often and how long the tests poll for a state (a generous cap: the

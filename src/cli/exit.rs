@@ -120,5 +120,8 @@ fn refusal_hint(r: &Refusal) -> String {
             format!("unsettle through the last settled day: settle unsettle --from {from} --to {last_settled} --yes")
         }
         Refusal::NothingSettled { .. } => "there is nothing to undo; see `settle history`".into(),
+        Refusal::Retired { earliest, .. } => format!(
+            "settle only days from {earliest} on (settle run --from {earliest} --to DAY); the retired days' results are kept and cannot be rebuilt"
+        ),
     }
 }

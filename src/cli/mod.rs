@@ -9,6 +9,7 @@ mod admin;
 mod args;
 mod exit;
 mod inspect;
+mod lifecycle;
 mod render;
 mod run;
 mod serve;
@@ -147,6 +148,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Append play files (CSV, TSV, NDJSON, Parquet) to viewing_log, each
+    /// exactly once: unparseable rows are rejects (file, line, column,
+    /// reason), more than --max-rejects loads nothing of the file, and the
+    /// same content again is refused. See docs/retention.md.
+    Ingest(lifecycle::IngestArgs),
+    /// Drop (or detach) viewing_log partitions whose plays are all older than
+    /// --keep-days and settled; runs that would need them are refused after.
+    Retention(lifecycle::RetentionArgs),
     /// Serve the admin API, the web console, /metrics and /health, and run
     /// the schedules (default: settle yesterday at 01:00 Asia/Seoul).
     Serve(serve::ServeArgs),
@@ -219,6 +228,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Status { execution, json } => inspect::status(conn, execution, json).await,
         Command::Stop { execution } => inspect::stop(conn, execution).await,
         Command::Unsettle(args) => unsettle::unsettle(conn, args).await,
+        Command::Ingest(args) => lifecycle::ingest(conn, args).await,
+        Command::Retention(args) => lifecycle::retention(conn, args).await,
         Command::Serve(args) => serve::serve(conn, args).await,
         Command::Db(cmd) => admin::db(conn, cmd).await,
     }
@@ -236,6 +247,8 @@ impl Command {
             Command::Run(args) => args.json,
             Command::Verify(a) => a.json,
             Command::Unsettle(a) => a.json,
+            Command::Ingest(a) => a.json,
+            Command::Retention(a) => a.json,
             Command::Stop { .. }
             | Command::Bench { .. }
             | Command::Db(_)

@@ -54,6 +54,10 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../sql/migrations/0011_serve.sql"),
     },
     Migration {
+        name: "0012_ingest_retention.sql",
+        sql: include_str!("../../sql/migrations/0012_ingest_retention.sql"),
+    },
+    Migration {
         name: "0013_unsettle.sql",
         sql: include_str!("../../sql/migrations/0013_unsettle.sql"),
     },

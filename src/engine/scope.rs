@@ -45,6 +45,7 @@ pub(crate) async fn resolve(snap: &Client, repo: &Client, opts: &RunOptions) -> 
     }
     let (a, b) = match *requested {
         Requested::All => {
+            ledger::check_not_retired(repo, None).await?;
             return Ok(Days {
                 scope: Scope::default(),
                 first: None,
@@ -54,7 +55,7 @@ pub(crate) async fn resolve(snap: &Client, repo: &Client, opts: &RunOptions) -> 
                 extended_to: None,
                 changes,
                 notes,
-            })
+            });
         }
         Requested::Days(a, b) => (a, b),
     };
@@ -121,6 +122,7 @@ pub(crate) async fn resolve(snap: &Client, repo: &Client, opts: &RunOptions) -> 
         }
         None => ensure_no_plays_before(snap, a).await?,
     }
+    ledger::check_not_retired(repo, Some(first)).await?;
     let last = days.last.expect("a day range");
     days.first = Some(first);
     days.scope = Scope {

@@ -236,3 +236,50 @@ pub async fn tail_change(
         .get(0);
     Ok(Some(now - stored))
 }
+
+/// What `settle retention` retired: the newest retired play and its Seoul
+/// day.
+#[derive(Debug, Clone, Copy)]
+pub struct Retired {
+    pub last_pg_micros: i64,
+    pub day: Day,
+}
+
+pub async fn retired_through(c: &impl GenericClient) -> Result<Option<Retired>> {
+    let r = c
+        .query_one("SELECT max(last_started_at) FROM log_retired", &[])
+        .await
+        .db("reading the retired log range")?;
+    Ok(r.get::<_, Option<DateTime<Utc>>>(0).map(|t| {
+        let us = crate::rules::calendar::utc_to_pg_micros(t);
+        Retired {
+            last_pg_micros: us,
+            day: crate::rules::calendar::seoul_day_pg(us),
+        }
+    }))
+}
+
+/// Refuses a run that would read a retired play: `--all` (None) always
+/// once anything is retired, a day range when its read (from `first`, less
+/// the replay look-back) starts at or before the newest retired play.
+pub async fn check_not_retired(c: &impl GenericClient, first: Option<Day>) -> Result<()> {
+    let Some(r) = retired_through(c).await? else {
+        return Ok(());
+    };
+    let window = crate::rules::REPLAY_WINDOW_MICROS;
+    if let Some(f) = first {
+        if f.start_pg_micros() - window > r.last_pg_micros {
+            return Ok(());
+        }
+    }
+    // The first day whose read starts after the newest retired play.
+    let mut earliest = r.day;
+    while earliest.start_pg_micros() - window <= r.last_pg_micros {
+        earliest = earliest.next();
+    }
+    Err(Error::Refused(Refusal::Retired {
+        first,
+        retired_through: r.day,
+        earliest,
+    }))
+}

@@ -33,6 +33,7 @@ fn kind(e: &Error) -> Option<&'static str> {
             crate::error::Refusal::EmptyLog => "empty_log",
             crate::error::Refusal::UnsettleGap { .. } => "unsettle_gap",
             crate::error::Refusal::NothingSettled { .. } => "nothing_settled",
+            crate::error::Refusal::Retired { .. } => "retired",
         },
         _ => return None,
     })

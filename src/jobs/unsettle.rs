@@ -89,6 +89,9 @@ async fn unsettle_locked(c: &mut Client, from: Day, to: Option<Day>) -> Result<U
         .await
         .db("locking the settled days")?;
     let (from, to) = checked(from, to, ledger::settled_range(&tx).await?)?;
+    // Days whose plays `settle retention` dropped could never be settled
+    // again: their results stay.
+    ledger::check_not_retired(&tx, Some(from)).await?;
     let days: i64 = tx
         .query_one(
             "SELECT count(*) FROM settled_day WHERE day >= $1",

@@ -3,4 +3,6 @@
 pub mod bench;
 pub mod demo;
 pub mod guard;
+pub mod ingest;
 pub mod reference;
+pub mod retention;
