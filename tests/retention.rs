@@ -196,7 +196,7 @@ async fn settling_after_retention_equals_a_log_that_kept_everything() {
 
     // Runs that would read retired plays are refused; nothing changes.
     let o = settle(&kept.url, &["run", "--all", "--force"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("retired"), "{}", text(&o));
     let (lo, _) = (
         ck.query_one("SELECT min(day)::text FROM settled_day", &[])
@@ -206,9 +206,18 @@ async fn settling_after_retention_equals_a_log_that_kept_everything() {
         (),
     );
     let o = settle(&kept.url, &["run", "--from", &lo, "--to", &next, "--force"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("settle only days from"), "{}", text(&o));
     assert_eq!(settled, results(&ck).await, "a refused run changed results");
+    // Nor can the retired days be unsettled: they could never be settled again.
+    let o = settle(&kept.url, &["unsettle", "--from", &lo, "--yes"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("retired"), "{}", text(&o));
+    assert_eq!(
+        settled,
+        results(&ck).await,
+        "a refused unsettle changed results"
+    );
     // The next day itself may be settled again.
     ok(&kept.url, &["run", "--date", &next, "--force"]);
     assert_eq!(settled, results(&ck).await);
