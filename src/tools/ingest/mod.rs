@@ -250,7 +250,8 @@ async fn load_file(
     let mut c = database.connect().await?;
     if !opts.force {
         if let Some((_, at, name)) = load::loaded_before(&c, &sha).await? {
-            return Ok(duplicate(rep, at, &name));
+            duplicate(rep, at, &name);
+            return Ok(());
         }
     }
     let (owned, zone) = (path.to_path_buf(), opts.timezone);
@@ -305,7 +306,10 @@ async fn load_file(
         }
     };
     match load::load(&mut c, path, &record, &survey, pass, turn).await? {
-        Err((at, name)) => Ok(duplicate(rep, at, &name)),
+        Err((at, name)) => {
+            duplicate(rep, at, &name);
+            Ok(())
+        }
         Ok((file_id, at)) => {
             drop(ticket);
             rep.outcome = Outcome::Loaded;
