@@ -3,6 +3,9 @@
 //! kill -9 mid-file, CSV / TSV / NDJSON / Parquet giving the same rows,
 //! zone-less timestamps, and ids landing in partitions.
 
+mod common;
+
+use common::cli::{settle_blocking, text, SETTLE};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -15,27 +18,8 @@ use serde_json::Value;
 use settle::testkit::TestDb;
 use tokio_postgres::Client;
 
-const SETTLE: &str = env!("CARGO_BIN_EXE_settle");
-
 fn settle(url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = std::process::Command::new(SETTLE);
-    cmd.args(args)
-        .env("DATABASE_URL", url)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("the settle binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    settle_blocking(url, args, env)
 }
 
 fn json(o: &Output) -> Value {

@@ -5,8 +5,11 @@
 //! that would need retired plays (`--all --force`, `--from` a retired day)
 //! are refused.
 
+mod common;
+
+use common::cli::{settle_blocking, text};
 use std::path::PathBuf;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -14,25 +17,8 @@ use serde_json::Value;
 use settle::testkit::TestDb;
 use tokio_postgres::Client;
 
-const SETTLE: &str = env!("CARGO_BIN_EXE_settle");
-
 fn settle(url: &str, args: &[&str]) -> Output {
-    std::process::Command::new(SETTLE)
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("the settle binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    settle_blocking(url, args, &[])
 }
 
 fn ok(url: &str, args: &[&str]) -> Output {

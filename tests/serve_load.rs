@@ -28,7 +28,7 @@ async fn fifty_clients_for_thirty_seconds_while_a_run_is_in_progress() {
     let (_, v) = h
         .post(
             "/api/runs",
-            r#"{"all": true, "force": true, "partitions": 32, "pause_after_partition_ms": 900}"#,
+            r#"{"all": true, "force": true, "partitions": 32, "pause_after_partition_ms": 2500}"#,
         )
         .await;
     let run = v["execution_id"].as_i64().unwrap();
@@ -96,7 +96,7 @@ async fn fifty_clients_for_thirty_seconds_while_a_run_is_in_progress() {
         "# settle serve: loopback load test\n\n\
          {CLIENTS} concurrent clients for {SECONDS} s against 8 read endpoints (read-only token) on 127.0.0.1, \
          while execution {run} (a forced re-run of 200 000 plays in 32 slowed partitions) was in progress \
-         (still running at the end of the load: {still_running}). 2-core machine shared with other builds.\n\n\
+         (still running at the end of the load: {still_running}), on a 2-core machine: the clients, the server and PostgreSQL share its cores.\n\n\
          | requests | req/s | p50 ms | p90 ms | p99 ms | max ms | errors |\n| --- | --- | --- | --- | --- | --- | --- |\n\
          | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {errors} |\n\n\
          The run completed afterwards and its results equal sql/reference.\n",

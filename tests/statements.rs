@@ -5,14 +5,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
+use common::cli::{settle_blocking, text};
 use common::*;
 use settle::jobs::Requested;
 use settle::testkit::TestDb;
 use tokio_postgres::Client;
-
-const SETTLE: &str = env!("CARGO_BIN_EXE_settle");
 
 /// A generated July (2024-07-01 .. 31), settled by the engine in one run.
 async fn settled_july() -> (TestDb, Client) {
@@ -44,22 +43,7 @@ async fn settled_july() -> (TestDb, Client) {
 }
 
 fn settle(url: &str, args: &[&str]) -> Output {
-    Command::new(SETTLE)
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("the settle binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    settle_blocking(url, args, &[])
 }
 
 fn json(o: &Output) -> serde_json::Value {

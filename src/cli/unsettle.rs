@@ -48,7 +48,7 @@ pub async fn unsettle(conn: &ConnArgs, args: UnsettleArgs) -> anyhow::Result<i32
         return Ok(0);
     }
     super::out(&format!(
-        "unsettled {} .. {}: {} settled days and {} result rows removed (unsettle {})",
+        "unsettled {} .. {}: {} settled day(s) and {} result rows removed (unsettle {})",
         u.from, u.to, u.days, u.rows_deleted, u.unsettle_id
     ));
     for p in &u.rebuilt {

@@ -51,3 +51,17 @@ pub fn stdout_json(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}):\n{}", text(o)))
 }
+
+/// `settle ARGS` run to the end from synchronous code, with extra
+/// environment variables.
+pub fn settle_blocking(url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = std::process::Command::new(SETTLE);
+    cmd.args(args)
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the settle binary runs")
+}
