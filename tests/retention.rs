@@ -204,6 +204,12 @@ async fn settling_after_retention_equals_a_log_that_kept_everything() {
         results(&ck).await,
         "a refused unsettle changed results"
     );
+    // A full recount would miss the retired plays: refused; --quick still checks.
+    let o = settle(&kept.url, &["verify", "--all"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--quick"), "{}", text(&o));
+    let o = settle(&kept.url, &["verify", "--all", "--quick"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     // The next day itself may be settled again.
     ok(&kept.url, &["run", "--date", &next, "--force"]);
     assert_eq!(settled, results(&ck).await);

@@ -104,6 +104,24 @@ async fn wait_text(c: &Client, css: &str, ok: impl Fn(&str) -> bool) -> String {
     panic!("{css} never reached the awaited text");
 }
 
+/// Waits, without reloading, until the element `css` satisfies `ok`;
+/// stale elements of a page being replaced are looked up again.
+async fn settle_on<F, Fut>(c: &Client, css: &str, ok: F)
+where
+    F: Fn(fantoccini::elements::Element) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..POLL_CAP {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            if ok(e).await {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css} never reached the awaited state");
+}
+
 async fn fill(c: &Client, css: &str, value: &str) {
     let e = c
         .find(Locator::Css(css))
@@ -189,25 +207,20 @@ async fn the_console_in_headless_chromium() {
     c.goto(&format!("{base}/schedules")).await.unwrap();
     fill(&c, "#cron-1", "0 30 1 * * *").await;
     click(&c, "#save-1").await;
-    // The post answers with the schedules page again; wait for it.
-    let mut found = None;
-    for _ in 0..100 {
-        if let Ok(e) = c.find(Locator::Css("#cron-1")).await {
-            found = Some(e);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let saved = found
-        .unwrap_or_else(|| panic!("the schedules page after saving"))
-        .prop("value")
-        .await
-        .unwrap();
-    assert_eq!(saved.as_deref(), Some("0 30 1 * * *"));
+    // The post answers with the schedules page again. Until it arrives the
+    // old page (or a stale element of it) may answer: poll without
+    // reloading, which would post the form again.
+    settle_on(&c, "#cron-1", |e| async move {
+        e.prop("value").await.ok().flatten().as_deref() == Some("0 30 1 * * *")
+    })
+    .await;
     click(&c, "#toggle-1").await;
-    assert!(text(&c, "#schedule-1")
-        .await
-        .contains("Resuming now would settle"));
+    settle_on(&c, "#schedule-1", |e| async move {
+        e.text()
+            .await
+            .is_ok_and(|t| t.contains("Resuming now would settle"))
+    })
+    .await;
     shot(&c, "schedules").await;
 
     for (path, name) in [

@@ -66,6 +66,9 @@ fn describe() {
         "next scheduled fire time per schedule, Unix seconds"
     );
     metrics::describe_gauge!("settle_schedule_paused", "1 when a schedule is paused");
+    // A counter shows only once touched; retries are rare, and an alert on
+    // their rate must see the zero before the first one.
+    metrics::counter!("settle_partition_retries_total").increment(0);
 }
 
 pub fn partition_retry() {
