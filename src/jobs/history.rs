@@ -65,7 +65,12 @@ fn execution(r: &tokio_postgres::Row) -> ExecutionRow {
 async fn show_dead_as_abandoned(c: &Client, rows: &mut [ExecutionRow]) -> Result<()> {
     let marked_live = |r: &ExecutionRow| r.status == "RUNNING" || r.status == "STARTING";
     if rows.iter().any(marked_live) && !crate::jobs::run_lock_held(c).await? {
-        for r in rows.iter_mut().filter(|r| marked_live(r)) {
+        // A run of a process alive on this host (`settle serve` asking
+        // about its own run, between its lock and its first row) is not
+        // dead, whatever pg_locks said a moment ago.
+        let host = crate::jobs::hostname();
+        let alive = |r: &ExecutionRow| r.host == host && crate::sys::process_alive(r.pid);
+        for r in rows.iter_mut().filter(|r| marked_live(r) && !alive(r)) {
             r.status = "ABANDONED".into();
             r.error.get_or_insert_with(|| {
                 "the process running it died (no live run holds the lock); the next `settle run` records it ABANDONED (run the same days again to continue it)".into()
