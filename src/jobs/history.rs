@@ -62,12 +62,17 @@ fn execution(r: &tokio_postgres::Row) -> ExecutionRow {
 /// An execution still marked STARTING or RUNNING while no live run holds
 /// the run lock died with its process (e.g. `kill -9`): show it as the
 /// ABANDONED that the next `settle run` will record.
-async fn show_dead_as_abandoned(c: &Client, rows: &mut [ExecutionRow]) -> Result<()> {
+///
+/// `lock_held` must be read before the rows: a run holds the lock from
+/// before its execution row exists until after it is COMPLETED, so a row
+/// read later that still says STARTING or RUNNING belongs to a live run
+/// whenever the lock was held first. (Read the other way round, a run
+/// finishing in between looked dead.)
+fn show_dead_as_abandoned(lock_held: bool, rows: &mut [ExecutionRow]) {
     let marked_live = |r: &ExecutionRow| r.status == "RUNNING" || r.status == "STARTING";
-    if rows.iter().any(marked_live) && !crate::jobs::run_lock_held(c).await? {
-        // A run of a process alive on this host (`settle serve` asking
-        // about its own run, between its lock and its first row) is not
-        // dead, whatever pg_locks said a moment ago.
+    if !lock_held && rows.iter().any(marked_live) {
+        // A run that took the lock after it was read, by a process alive
+        // on this host, is not dead either.
         let host = crate::jobs::hostname();
         let alive = |r: &ExecutionRow| r.host == host && crate::sys::process_alive(r.pid);
         for r in rows.iter_mut().filter(|r| marked_live(r) && !alive(r)) {
@@ -77,10 +82,10 @@ async fn show_dead_as_abandoned(c: &Client, rows: &mut [ExecutionRow]) -> Result
             });
         }
     }
-    Ok(())
 }
 
 pub async fn recent(c: &Client, limit: i64) -> Result<Vec<ExecutionRow>> {
+    let lock_held = crate::jobs::run_lock_held(c).await?;
     let rows = c
         .query(
             &format!(
@@ -92,7 +97,7 @@ pub async fn recent(c: &Client, limit: i64) -> Result<Vec<ExecutionRow>> {
         .await
         .db("reading the job history")?;
     let mut rows: Vec<ExecutionRow> = rows.iter().map(execution).collect();
-    show_dead_as_abandoned(c, &mut rows).await?;
+    show_dead_as_abandoned(lock_held, &mut rows);
     Ok(rows)
 }
 
@@ -129,6 +134,7 @@ pub struct Status {
 }
 
 pub async fn status(c: &Client, exec: i64) -> Result<Status> {
+    let lock_held = crate::jobs::run_lock_held(c).await?;
     let row = c
         .query_opt(
             &format!(
@@ -190,7 +196,7 @@ pub async fn status(c: &Client, exec: i64) -> Result<Status> {
         })
         .collect();
     let mut shown = [execution(&row)];
-    show_dead_as_abandoned(c, &mut shown).await?;
+    show_dead_as_abandoned(lock_held, &mut shown);
     let [shown] = shown;
     Ok(Status {
         execution: shown,
