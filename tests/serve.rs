@@ -331,3 +331,43 @@ async fn the_openapi_document_parses_and_lists_every_route() {
     let _: Value = doc.paths.paths.len().into();
     h.finish().await;
 }
+
+/// What SIGTERM does (the same `shutdown`): a run in flight ends STOPPED
+/// and publishes nothing; with `--drain` the server waits and it completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_a_run_in_flight_or_with_drain_waits_for_it() {
+    let mut h = harness("20000").await;
+    for drain in [false, true] {
+        if let Some(s) = h.server.take() {
+            s.shutdown().await.expect("clean shutdown");
+        }
+        let server = start_with(&h.db, h.clock.clone(), drain).await;
+        h.base = format!("http://{}", server.addr);
+        h.server = Some(server);
+        let slow = r#"{"all": true, "partitions": 8, "pause_after_partition_ms": 500}"#;
+        let (code, v) = h.post("/api/runs", slow).await;
+        assert_eq!(code, StatusCode::ACCEPTED, "{v}");
+        let id = v["execution_id"].as_i64().unwrap();
+        h.wait_execution(id, |s| s == "RUNNING").await;
+        let server = h.server.take().expect("a server");
+        server.shutdown().await.expect("clean shutdown");
+        let c = h.db.connect().await.unwrap();
+        let r = c
+            .query_one(
+                "SELECT status, (SELECT count(*) FROM settled_day) FROM job_execution \
+                 WHERE execution_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        let (status, settled): (String, i64) = (r.get(0), r.get(1));
+        if drain {
+            assert_eq!(status, "COMPLETED", "--drain waits for the run");
+            assert_eq!(settled, 7, "and it publishes the week");
+        } else {
+            assert_eq!(status, "STOPPED", "shutdown stops the run");
+            assert_eq!(settled, 0, "a stopped run publishes nothing");
+        }
+    }
+    h.finish().await;
+}

@@ -55,13 +55,18 @@ pub async fn harness(rows: &str) -> Harness {
 }
 
 pub async fn start(db: &TestDb, clock: Arc<ManualClock>) -> Server {
+    start_with(db, clock, false).await
+}
+
+/// `start`, choosing whether shutdown waits for runs in flight (`--drain`).
+pub async fn start_with(db: &TestDb, clock: Arc<ManualClock>, drain: bool) -> Server {
     let settle = Settle::from_database(db.database().await.expect("open"));
     let cfg = ServeConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         admin_token: Some(ADMIN.into()),
         read_token: Some(READER.into()),
         insecure_no_auth: false,
-        drain: false,
+        drain,
         scheduler: true,
     };
     serve::start(settle, &cfg, clock)
