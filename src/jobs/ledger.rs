@@ -104,17 +104,6 @@ pub async fn prior(c: &impl GenericClient, first: Day) -> Result<Prior> {
     Ok(prior)
 }
 
-fn sums(r: &tokio_postgres::Row, from: usize) -> Sums {
-    Sums {
-        views: r.get(from),
-        watch_seconds: r.get(from + 1),
-        ad_views: r.get(from + 2),
-        video_amount: r.get(from + 3),
-        ad_amount: r.get(from + 4),
-        total_amount: r.get(from + 5),
-    }
-}
-
 /// Stored video rows of the given days and of the given weeks/months.
 pub async fn stored_video_rows(
     c: &impl GenericClient,
@@ -162,7 +151,7 @@ pub async fn stored_video_rows(
         target
             .entry(p)
             .or_insert_with(FxHashMap::default)
-            .insert(r.get(2), sums(&r, 3));
+            .insert(r.get(2), Sums::from_row(&r, 3));
     }
     Ok((days, others))
 }

@@ -22,6 +22,19 @@ pub struct Sums {
 }
 
 impl Sums {
+    /// Reads the six sums from `row`, starting at column `from` (the result
+    /// tables keep them in this order).
+    pub(crate) fn from_row(row: &tokio_postgres::Row, from: usize) -> Sums {
+        Sums {
+            views: row.get(from),
+            watch_seconds: row.get(from + 1),
+            ad_views: row.get(from + 2),
+            video_amount: row.get(from + 3),
+            ad_amount: row.get(from + 4),
+            total_amount: row.get(from + 5),
+        }
+    }
+
     pub fn add(&mut self, o: &Sums) {
         self.views += o.views;
         self.watch_seconds += o.watch_seconds;

@@ -12,39 +12,9 @@ mod verify_sql;
 
 use crate::rules::{Day, Period, PeriodKind};
 
-/// The six sums of a result row, in the tables' column order.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Sums {
-    pub views: i64,
-    pub watch_seconds: i64,
-    pub ad_views: i64,
-    pub video_amount: i64,
-    pub ad_amount: i64,
-    pub total_amount: i64,
-}
-
-impl Sums {
-    /// Reads the six sums from `row`, starting at column `from`.
-    pub(crate) fn from_row(row: &tokio_postgres::Row, from: usize) -> Sums {
-        Sums {
-            views: row.get(from),
-            watch_seconds: row.get(from + 1),
-            ad_views: row.get(from + 2),
-            video_amount: row.get(from + 3),
-            ad_amount: row.get(from + 4),
-            total_amount: row.get(from + 5),
-        }
-    }
-
-    pub fn add(&mut self, o: &Sums) {
-        self.views += o.views;
-        self.watch_seconds += o.watch_seconds;
-        self.ad_views += o.ad_views;
-        self.video_amount += o.video_amount;
-        self.ad_amount += o.ad_amount;
-        self.total_amount += o.total_amount;
-    }
-}
+/// The six sums of a result row: the pipeline's own, read from rows with
+/// `Sums::from_row`.
+pub use crate::pipeline::price::Sums;
 
 /// The SQL list of the six sums, for queries built from constants.
 pub(crate) const SUM_COLUMNS: &str =
