@@ -155,11 +155,18 @@ async fn the_console_in_headless_chromium() {
     );
     fill(&c, "#token", "wrong").await;
     click(&c, "#login").await;
-    assert!(text(&c, ".err").await.contains("not valid"));
+    // Each click posts the form; wait for the answering page.
+    settle_on(&c, ".err", |e| async move {
+        e.text().await.is_ok_and(|t| t.contains("not valid"))
+    })
+    .await;
     fill(&c, "#token", ADMIN).await;
     shot(&c, "login").await;
     click(&c, "#login").await;
-    assert!(text(&c, "h1").await.contains("Dashboard"));
+    settle_on(&c, "h1", |e| async move {
+        e.text().await.is_ok_and(|t| t.contains("Dashboard"))
+    })
+    .await;
 
     // A run from the Run page, watched to the end on its page.
     c.goto(&format!("{base}/run")).await.unwrap();
