@@ -130,6 +130,17 @@ impl Settle {
         }
     }
 
+    /// Starts a worker's claimers against this job repository (see
+    /// [`crate::remote`]); raise `stop` to make them give their partitions
+    /// back and end.
+    pub fn start_worker(
+        &self,
+        opts: &crate::remote::WorkerOptions,
+        stop: &StopSignal,
+    ) -> crate::remote::Worker {
+        crate::remote::start(self.database.config(), opts, stop.0.clone())
+    }
+
     /// Wraps an open database without touching its schema.
     pub fn from_database(database: Database) -> Settle {
         Settle { database }

@@ -76,6 +76,18 @@ pub enum Error {
     #[error("the run was stopped before publishing; nothing was published")]
     Stopped,
 
+    /// A partition read by claims (`--remote`) failed for good: a worker
+    /// hit an error no retry cures, or every attempt was used up.
+    #[error(
+        "partition {no} of execution {execution} failed after {attempts} attempt(s): {detail}"
+    )]
+    Partition {
+        execution: i64,
+        no: u32,
+        attempts: u32,
+        detail: String,
+    },
+
     #[error("malformed COPY data from the server: {0}")]
     Protocol(String),
 
@@ -283,7 +295,10 @@ impl Error {
                 SqlState::CRASH_SHUTDOWN,
                 SqlState::CANNOT_CONNECT_NOW,
                 SqlState::TOO_MANY_CONNECTIONS,
+                // A standby cancels a read that conflicts with replay
+                // (40001); an operator's pg_cancel_backend says 57014.
                 SqlState::T_R_SERIALIZATION_FAILURE,
+                SqlState::QUERY_CANCELED,
                 SqlState::T_R_DEADLOCK_DETECTED,
                 SqlState::CONNECTION_EXCEPTION,
                 SqlState::CONNECTION_FAILURE,

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod jobs;
 pub mod pipeline;
+pub mod remote;
 pub mod report;
 pub mod rules;
 pub mod serve;

@@ -20,6 +20,38 @@ pub fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
+/// A `--remote` run's readers: partitions, rows and attempts per host:pid.
+fn readers(s: &RunSummary) -> Vec<String> {
+    let mut by: std::collections::BTreeMap<String, (Vec<u32>, u64, u32)> = Default::default();
+    for t in s.partition_timings.iter().filter(|t| !t.reused) {
+        let who = format!(
+            "{}:{}",
+            t.host.as_deref().unwrap_or("?"),
+            t.pid.unwrap_or(0)
+        );
+        let e = by.entry(who).or_default();
+        e.0.push(t.no);
+        e.1 += t.rows;
+        e.2 = e.2.max(t.attempts);
+    }
+    by.into_iter()
+        .map(|(who, (mut nos, rows, attempts))| {
+            nos.sort_unstable();
+            let list: Vec<String> = nos.iter().map(|n| format!("#{n}")).collect();
+            format!(
+                "{who:>15}  partitions {} ({} rows){}",
+                list.join(" "),
+                human_count(rows),
+                if attempts > 1 {
+                    format!(", up to attempt {attempts}")
+                } else {
+                    String::new()
+                }
+            )
+        })
+        .collect()
+}
+
 /// The end-of-run summary.
 pub fn run_summary(s: &RunSummary) -> String {
     let mut o = String::new();
@@ -71,6 +103,22 @@ pub fn run_summary(s: &RunSummary) -> String {
         "  partitions       {:>15}  ({} read, {} reused from a failed run), workers {} x {} streams",
         s.partitions, s.partitions_read, s.partitions_reused, s.workers, s.streams
     );
+    if let Some(r) = &s.read_from {
+        let _ = writeln!(
+            o,
+            "  read from        {:>15}  {}",
+            r.server,
+            r.replay_lsn
+                .as_ref()
+                .map(|l| format!("replayed through WAL {l}: later plays settle next run"))
+                .unwrap_or_default()
+        );
+    }
+    if s.remote {
+        for line in readers(s) {
+            let _ = writeln!(o, "  read by          {line}");
+        }
+    }
     let _ = writeln!(
         o,
         "  exact path       {:>15}  seeds ({} late rows), {} re-read in {} queries, {} corrections; max disorder seen {:.0} s",

@@ -38,6 +38,12 @@ impl TestDb {
         let env_url = std::env::var("DATABASE_URL").ok();
         let admin =
             Database::open_named(env_url.as_deref(), Some(test_cluster_dir()), "postgres").await?;
+        Self::new_on(admin, env_url.as_deref()).await
+    }
+
+    /// Creates and migrates a uniquely named database on `admin`'s server
+    /// (`env_url`: the URL `admin` came from, if any).
+    pub async fn new_on(admin: Database, env_url: Option<&str>) -> Result<TestDb> {
         let name = format!(
             "settle_t_{}_{}_{}",
             std::process::id(),
@@ -54,7 +60,7 @@ impl TestDb {
             .db("creating a test database")?;
         let mut config = admin.config().clone();
         config.dbname(&name);
-        let url = config_url(&config, &name, env_url.as_deref());
+        let url = config_url(&config, &name, env_url);
         let db = TestDb {
             name,
             url,
@@ -135,4 +141,86 @@ fn config_url(config: &Config, name: &str, env_url: Option<&str>) -> String {
             .copied()
             .unwrap_or(db::embedded::PORT)
     )
+}
+
+/// A primary and a streaming hot standby made from it with
+/// `pg_basebackup -R`, each on its own socket directory under `root`
+/// (default: beside the test cluster), from the same server binaries.
+/// Both stay up while this value (or another process's) lives.
+pub struct ReplicaPair {
+    pub primary: Database,
+    pub standby: Database,
+    primary_dir: PathBuf,
+}
+
+/// A test database created on the primary and replayed on the standby.
+pub struct ReplicaDb {
+    pub db: TestDb,
+    /// The same database through the standby.
+    pub standby_url: String,
+    pub standby_config: Config,
+}
+
+impl ReplicaPair {
+    pub async fn start() -> Result<ReplicaPair> {
+        let mut root = test_cluster_dir().into_os_string();
+        root.push("-replica");
+        let root = PathBuf::from(root);
+        let primary_dir = root.join("primary");
+        let primary = db::embedded::Cluster::new(primary_dir.clone())?
+            .with_settings(db::embedded::replication_settings());
+        let primary = Database::on_cluster(primary, "postgres").await?;
+        let standby = db::embedded::Cluster::new(root.join("standby"))?
+            .with_settings(vec![("hot_standby_feedback", "on".into())])
+            .standby_of(primary_dir.clone());
+        let standby = Database::on_cluster(standby, "postgres").await?;
+        Ok(ReplicaPair {
+            primary,
+            standby,
+            primary_dir,
+        })
+    }
+
+    /// A fresh migrated database on the primary, once the standby has it.
+    pub async fn database(&self) -> Result<ReplicaDb> {
+        let cluster = db::embedded::Cluster::new(self.primary_dir.clone())?;
+        let db = TestDb::new_on(Database::on_cluster(cluster, "postgres").await?, None).await?;
+        self.caught_up().await?;
+        let mut standby_config = self.standby.config().clone();
+        standby_config.dbname(&db.name);
+        let standby_url = config_url(&standby_config, &db.name, None);
+        Ok(ReplicaDb {
+            db,
+            standby_url,
+            standby_config,
+        })
+    }
+
+    /// Waits until the standby has replayed everything the primary wrote.
+    pub async fn caught_up(&self) -> Result<()> {
+        let p = self.primary.connect().await?;
+        let s = self.standby.connect().await?;
+        let lsn: String = p
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .db("reading the primary's WAL position")?
+            .get(0);
+        for _ in 0..600 {
+            let done: bool = s
+                .query_one(
+                    "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false)",
+                    &[&lsn],
+                )
+                .await
+                .db("reading the standby's replay position")?
+                .get(0);
+            if done {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Err(crate::Error::Tool(format!(
+            "the standby did not replay the primary's WAL up to {lsn} within a minute"
+        )))
+    }
 }

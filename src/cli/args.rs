@@ -46,9 +46,31 @@ pub struct RunArgs {
     /// Number of id-range partitions [default: about one per 16M rows, more when a partition would hold over 64 MiB of per-video day cells, a multiple of workers x streams]. When viewing_log is partitioned by id, each split point moves to the nearest partition bound within half a range, so ranges cover whole partitions where they can (read by sequential scan).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub partitions: Option<u32>,
-    /// Reader threads [default: number of cores].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    /// Reader threads [default: number of cores]. With --remote, 0 leaves
+    /// every partition to `settle worker` processes.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=256))]
     pub workers: Option<u32>,
+    /// Open the partitions to `settle worker` processes on any host: they
+    /// claim them through the job repository, read them in this run's
+    /// snapshot and store their results; this process reads some too
+    /// (unless --workers 0), then resolves, prices and publishes as usual.
+    #[arg(long)]
+    pub remote: bool,
+    /// With --remote: seconds a claimed partition may take before it is
+    /// taken back and given to another worker.
+    #[arg(long, value_name = "SECS", default_value_t = settle::engine::DEFAULT_PARTITION_TIMEOUT.as_secs(), requires = "remote", value_parser = clap::value_parser!(u64).range(1..))]
+    pub partition_timeout: u64,
+    /// Read the log from this server instead, e.g. a hot standby of the
+    /// primary: every reader imports one snapshot exported there, while the
+    /// job repository and the publish stay on the primary (DATABASE_URL).
+    /// `settle worker`s of a --remote run must read from the same server.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "SETTLE_READ_URL",
+        hide_env_values = true
+    )]
+    pub read_url: Option<String>,
     /// COPY streams (connections) each reader thread interleaves, so the
     /// thread aggregates one stream's rows while the server produces
     /// another's. Each stream holds its own replay window (~80 MB at 3M
@@ -93,6 +115,69 @@ pub struct RunArgs {
     /// Test hook: pause this many milliseconds after each partition.
     #[arg(long, hide = true, default_value_t = 0)]
     pub pause_after_partition_ms: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// Read the log from this server (e.g. a hot standby); the default is
+    /// the primary (DATABASE_URL). It must be the server the coordinator
+    /// (`settle run --remote --read-url`) exported its snapshot on.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "SETTLE_READ_URL",
+        hide_env_values = true
+    )]
+    pub read_url: Option<String>,
+    /// Claiming reader threads [default: number of cores].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads: Option<u32>,
+    /// Exit once no running execution has an unfinished partition (after
+    /// waiting up to --wait for one to start), for tests and batch
+    /// schedulers. Without it the worker runs until SIGTERM or Ctrl-C.
+    #[arg(long)]
+    pub once: bool,
+    /// With --once: seconds to wait for a run to open partitions.
+    #[arg(long, value_name = "SECS", default_value_t = 300, requires = "once")]
+    pub wait: u64,
+    /// Milliseconds between looks for work when no notification comes.
+    #[arg(long, value_name = "MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub poll_ms: u64,
+    /// Print one JSON object per event on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Test hook: pause this many milliseconds mid-partition.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub pause_mid_partition_ms: u64,
+}
+
+impl WorkerArgs {
+    pub fn options(&self) -> Result<settle::remote::WorkerOptions, settle::Error> {
+        use std::time::Duration;
+        let read = match &self.read_url {
+            None => None,
+            Some(u) => Some(u.parse().map_err(|e| {
+                settle::Error::Usage(format!("--read-url is not a valid PostgreSQL URL: {e}"))
+            })?),
+        };
+        Ok(settle::remote::WorkerOptions {
+            read,
+            threads: self.threads.map(|t| t as usize).unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            }),
+            until: if self.once {
+                settle::remote::Until::NoWork {
+                    wait_first: Duration::from_secs(self.wait),
+                }
+            } else {
+                settle::remote::Until::Stopped
+            },
+            poll: Duration::from_millis(self.poll_ms),
+            pause_mid: Duration::from_millis(self.pause_mid_partition_ms),
+        })
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -143,8 +228,16 @@ impl RunArgs {
         let opts = &mut req.options;
         opts.partitions = self.partitions;
         if let Some(w) = self.workers {
+            if w == 0 && !self.remote {
+                return Err(settle::Error::Usage(
+                    "--workers 0 reads nothing: it needs --remote, so that `settle worker` processes read the partitions".into(),
+                ));
+            }
             opts.workers = w as usize;
         }
+        opts.remote = self.remote;
+        opts.partition_timeout = std::time::Duration::from_secs(self.partition_timeout);
+        opts.read_url = self.read_url.clone();
         opts.streams = self.streams as usize;
         opts.max_rejects = self.max_rejects;
         opts.force = self.force;

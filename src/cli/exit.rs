@@ -79,6 +79,9 @@ pub fn hint(e: &Error) -> Option<String> {
         Error::TooManyRejects { execution, .. } => {
             format!("inspect them with `settle status {execution}`")
         }
+        Error::Partition { execution, .. } => format!(
+            "see which worker read it with `settle status {execution}`; fix the cause, then run again (finished partitions are kept)"
+        ),
         Error::NoSchema { .. } => "run `settle migrate` (it creates or upgrades the schema)".into(),
         Error::NothingToSettle { .. } => {
             "check that the day's plays were loaded; --allow-empty settles empty days on purpose"

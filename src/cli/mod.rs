@@ -16,10 +16,11 @@ mod serve;
 mod statements;
 mod tools;
 mod unsettle;
+mod worker;
 
 use clap::{Parser, Subcommand};
 
-pub use args::{BenchWhat, ConnArgs, DbCommand, RunArgs};
+pub use args::{BenchWhat, ConnArgs, DbCommand, RunArgs, WorkerArgs};
 
 /// settle: exact, fast nightly settlement of a video platform's viewing log.
 ///
@@ -89,6 +90,12 @@ pub enum Command {
     /// their other days), recorded for `settle history --all`. Only a tail
     /// of the settled history can go; asks for --yes.
     Unsettle(unsettle::UnsettleArgs),
+    /// Claim and read partitions of `settle run --remote` executions, on this
+    /// or any host: claims go through the job repository (DATABASE_URL, the
+    /// primary), reads through --read-url (a hot standby) or the primary. A
+    /// worker that dies frees its partition at once; SIGTERM gives the
+    /// current one back.
+    Worker(WorkerArgs),
     /// Ask a running execution to stop; it ends STOPPED and publishes nothing.
     Stop {
         /// The execution id (see `settle history`).
@@ -207,6 +214,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Migrate { json } => admin::migrate(conn, json).await,
         Command::Run(args) => run::run(conn, args).await,
+        Command::Worker(args) => worker::worker(conn, args).await,
         Command::Demo {
             yes,
             rows,
@@ -245,6 +253,7 @@ impl Command {
             | Command::History { json, .. }
             | Command::Status { json, .. } => *json,
             Command::Run(args) => args.json,
+            Command::Worker(a) => a.json,
             Command::Verify(a) => a.json,
             Command::Unsettle(a) => a.json,
             Command::Ingest(a) => a.json,

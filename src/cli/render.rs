@@ -140,7 +140,7 @@ pub fn render_status(s: &Status) -> String {
     for p in &s.partitions {
         let _ = writeln!(
             o,
-            "    #{:<4} ids {:>12} ..= {:<12} {:<9} attempts {:<2} rows {:>12}  {}{}{}",
+            "    #{:<4} ids {:>12} ..= {:<12} {:<9} attempts {:<2} rows {:>12}  {}{}{}{}",
             p.partition_no,
             p.id_lo,
             p.id_hi,
@@ -152,6 +152,10 @@ pub fn render_status(s: &Status) -> String {
                 .unwrap_or_default(),
             p.reused_from
                 .map(|r| format!(" (kept from execution {r})"))
+                .unwrap_or_default(),
+            p.host
+                .as_ref()
+                .map(|h| format!(" by {h} pid {}", p.pid.unwrap_or(0)))
                 .unwrap_or_default(),
             p.error
                 .as_ref()

@@ -80,7 +80,7 @@ impl Progress {
             let bar = indicatif::ProgressBar::new_spinner();
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
-                    "{spinner} reading viewing_log: {human_pos} rows ({per_sec}) {elapsed}",
+                    "{spinner} reading viewing_log: {human_pos} rows ({per_sec}) {elapsed}{msg}",
                 )
                 .expect("valid template"),
             );
@@ -109,6 +109,16 @@ impl Observer for Progress {
             Event::Planned { to_read, .. } if self.show && *to_read > 0 => {
                 self.bar();
             }
+            Event::Claims(states) if self.show => {
+                self.bar().set_message(claims_line(states));
+            }
+            Event::PartitionRetry { no, error, .. } => {
+                let line = format!("note: partition {no} is read again: {error}");
+                match self.bar.lock().expect("progress lock").as_ref() {
+                    Some(bar) => bar.suspend(|| eprintln!("{line}")),
+                    None => eprintln!("{line}"),
+                }
+            }
             Event::RowsRead(n) if self.show => {
                 if let Some(bar) = self.bar.lock().expect("progress lock").as_ref() {
                     bar.set_position(*n);
@@ -120,6 +130,33 @@ impl Observer for Progress {
             _ => {}
         }
     }
+}
+
+/// Who holds which partition of a `--remote` run, for the progress line:
+/// ` · 3/8 done · reading #4 host-a:812, #5 host-b:77 · 1 waiting`.
+fn claims_line(states: &[settle::jobs::claims::ClaimState]) -> String {
+    let done = states.iter().filter(|s| s.status == "COMPLETED").count();
+    let reading: Vec<String> = states
+        .iter()
+        .filter(|s| s.status == "RUNNING")
+        .map(|s| {
+            format!(
+                "#{} {}:{}",
+                s.no,
+                s.host.as_deref().unwrap_or("?"),
+                s.pid.unwrap_or(0)
+            )
+        })
+        .collect();
+    let waiting = states.iter().filter(|s| s.status == "PENDING").count();
+    let mut line = format!(" · {done}/{} done", states.len());
+    if !reading.is_empty() {
+        line.push_str(&format!(" · reading {}", reading.join(", ")));
+    }
+    if waiting > 0 {
+        line.push_str(&format!(" · {waiting} waiting for a worker"));
+    }
+    line
 }
 
 /// A note in operator's words.

@@ -149,6 +149,23 @@ pub struct Cluster {
     run_as: Option<RunAs>,
     /// Held shared for as long as this process uses the server.
     users_lock: Option<File>,
+    /// Settings written after the tuning at initdb (later lines win).
+    extra: Vec<(&'static str, String)>,
+    /// Made as a streaming hot standby of the cluster whose socket
+    /// directory this is (`pg_basebackup -R`), instead of by initdb.
+    standby_of: Option<PathBuf>,
+}
+
+/// What a primary needs for streaming replicas: WAL for them, senders,
+/// and standbys that tell it which rows their snapshots still need, so a
+/// long partition read on a standby is not cancelled by replayed vacuum.
+pub fn replication_settings() -> Vec<(&'static str, String)> {
+    vec![
+        ("wal_level", "replica".into()),
+        ("max_wal_senders", "8".into()),
+        ("hot_standby", "on".into()),
+        ("hot_standby_feedback", "on".into()),
+    ]
 }
 
 impl Cluster {
@@ -172,7 +189,23 @@ impl Cluster {
             bin,
             run_as,
             users_lock: None,
+            extra: Vec::new(),
+            standby_of: None,
         })
+    }
+
+    /// A cluster initialised with these settings after the tuning (e.g.
+    /// [`replication_settings`]); they apply when initdb first runs.
+    pub fn with_settings(mut self, extra: Vec<(&'static str, String)>) -> Self {
+        self.extra = extra;
+        self
+    }
+
+    /// A cluster made, on first start, as a hot standby of the running
+    /// cluster at `primary` (its root, the socket directory).
+    pub fn standby_of(mut self, primary: PathBuf) -> Self {
+        self.standby_of = Some(primary);
+        self
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -260,7 +293,10 @@ impl Cluster {
 
         let data = self.data_dir();
         if !data.join("PG_VERSION").is_file() {
-            self.initdb(&data)?;
+            match &self.standby_of {
+                Some(primary) => self.basebackup(&data, primary)?,
+                None => self.initdb(&data)?,
+            }
         }
         if !self.is_running() {
             self.start(&data)?;
@@ -293,7 +329,7 @@ impl Cluster {
             ));
         }
         let mut conf = String::from("\n# settle: tuned for the nightly settlement workload\n");
-        for (k, v) in tuning() {
+        for (k, v) in tuning().into_iter().chain(self.extra.iter().cloned()) {
             conf.push_str(&format!("{k} = {v}\n"));
         }
         conf.push_str(&format!(
@@ -306,6 +342,58 @@ impl Cluster {
         existing.push_str(&conf);
         fs::write(&path, existing).map_err(|e| self.err("initialised", e.to_string()))?;
         Ok(())
+    }
+
+    /// Copies the running primary with `pg_basebackup -R` (which writes
+    /// `standby.signal` and the `primary_conninfo` to stream from it), then
+    /// points the copy's socket at its own directory.
+    fn basebackup(&self, data: &Path, primary: &Path) -> Result<()> {
+        if data.exists() {
+            fs::remove_dir_all(data).map_err(|e| self.err("initialised", e.to_string()))?;
+        }
+        let out = self
+            .command("pg_basebackup")
+            .arg("-D")
+            .arg(data)
+            .arg("-h")
+            .arg(primary)
+            .args([
+                "-p",
+                &PORT.to_string(),
+                "-U",
+                ROLE,
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| self.err("initialised", e.to_string()))?;
+        if !out.status.success() {
+            return Err(self.err(
+                "initialised",
+                format!(
+                    "pg_basebackup from {} failed: {}",
+                    primary.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            ));
+        }
+        let mut conf = format!(
+            "\n# settle: a hot standby of {}\nunix_socket_directories = '{}'\nport = {PORT}\n",
+            primary.display(),
+            self.root.display()
+        );
+        for (k, v) in &self.extra {
+            conf.push_str(&format!("{k} = {v}\n"));
+        }
+        let path = data.join("postgresql.conf");
+        let mut existing =
+            fs::read_to_string(&path).map_err(|e| self.err("initialised", e.to_string()))?;
+        existing.push_str(&conf);
+        fs::write(&path, existing).map_err(|e| self.err("initialised", e.to_string()))
     }
 
     /// Running means the postmaster in postmaster.pid is alive.

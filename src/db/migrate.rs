@@ -61,6 +61,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0013_unsettle.sql",
         sql: include_str!("../../sql/migrations/0013_unsettle.sql"),
     },
+    Migration {
+        name: "0014_remote_partitions.sql",
+        sql: include_str!("../../sql/migrations/0014_remote_partitions.sql"),
+    },
 ];
 
 /// Serialises concurrent `migrate` calls on one database.

@@ -47,20 +47,34 @@ impl Database {
             }
             None => {
                 let dir = pg_dir.unwrap_or_else(embedded::default_dir);
-                let mut cluster = embedded::Cluster::new(dir)?;
-                cluster.ensure_running()?;
-                let admin = Config::from_str(&cluster.url("postgres"))
-                    .map_err(|e| Error::Usage(e.to_string()))?;
-                create_database_if_missing(&admin, dbname).await?;
-                let config = Config::from_str(&cluster.url(dbname))
-                    .map_err(|e| Error::Usage(e.to_string()))?;
-                Ok(Database {
-                    display: format!("embedded cluster at {}", cluster.socket_dir().display()),
-                    config,
-                    cluster: Mutex::new(Some(cluster)),
-                })
+                Self::on_cluster(embedded::Cluster::new(dir)?, dbname).await
             }
         }
+    }
+
+    /// Starts `cluster` if needed (it stays up while this value lives) and
+    /// uses its database `dbname`, created when missing.
+    pub async fn on_cluster(mut cluster: embedded::Cluster, dbname: &str) -> Result<Self> {
+        cluster.ensure_running()?;
+        let admin =
+            Config::from_str(&cluster.url("postgres")).map_err(|e| Error::Usage(e.to_string()))?;
+        // A standby is read-only: its databases come from the primary.
+        let standby = connect(&admin)
+            .await?
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .db("asking the server whether it is a standby")?
+            .get::<_, bool>(0);
+        if !standby {
+            create_database_if_missing(&admin, dbname).await?;
+        }
+        let config =
+            Config::from_str(&cluster.url(dbname)).map_err(|e| Error::Usage(e.to_string()))?;
+        Ok(Database {
+            display: format!("embedded cluster at {}", cluster.socket_dir().display()),
+            config,
+            cluster: Mutex::new(Some(cluster)),
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -109,6 +123,42 @@ pub async fn connect(config: &Config) -> Result<Client> {
     })?;
     spawn_connection(connection);
     Ok(client)
+}
+
+/// A connection that has run `LISTEN channel`, and a receiver that gets a
+/// unit per notification on it. The receiver ends when the connection does.
+pub async fn listen(
+    config: &Config,
+    channel: &str,
+) -> Result<(Client, tokio::sync::mpsc::UnboundedReceiver<()>)> {
+    use futures_util::StreamExt;
+    let (client, mut connection) = config.connect(NoTls).await.map_err(|pg| Error::Connect {
+        target: describe(config),
+        pg,
+    })?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(m) = messages.next().await {
+            match m {
+                Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                    if tx.send(()).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!("listening connection closed: {e}");
+                    return;
+                }
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {}", quote_ident(channel)))
+        .await
+        .db("listening for claimable partitions")?;
+    Ok((client, rx))
 }
 
 /// Drives a connection on the current runtime until it closes.

@@ -59,6 +59,9 @@ pub enum Event {
         seconds: f64,
         attempts: u32,
     },
+    /// Who holds which partition, in a `--remote` run (sent when it
+    /// changes).
+    Claims(Vec<crate::jobs::claims::ClaimState>),
     /// A partition's read failed transiently and will be tried again.
     PartitionRetry {
         no: u32,

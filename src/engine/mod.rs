@@ -7,6 +7,7 @@ mod events;
 mod plan;
 mod publish;
 mod read_all;
+mod read_remote;
 mod scope;
 mod summary;
 
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 pub use events::{Event, Note, Observer, Phase, Quiet};
-pub use summary::{Excluded, PartitionTiming, Phases, RejectedCounts, RunSummary};
+pub use summary::{Excluded, PartitionTiming, Phases, ReadFrom, RejectedCounts, RunSummary};
 
 use crate::db::{self, Database};
 use crate::error::{DbContext, Error, Refusal, Result};
@@ -61,7 +62,22 @@ pub struct RunOptions {
     pub horizon_days: u32,
     /// Test hook: sleep after each partition, so faults can be injected mid-run.
     pub pause_after_partition: Duration,
+    /// Open the partitions to `settle worker` processes (they and this
+    /// process's own readers claim them through the job repository).
+    pub remote: bool,
+    /// A claim that has not produced its result after this long is taken
+    /// back and given to another worker.
+    pub partition_timeout: Duration,
+    /// Read the log (catalogue, partitions, exact path) from this server,
+    /// e.g. a hot standby, in one snapshot exported there; the job
+    /// repository and the publish stay on the primary.
+    pub read_url: Option<String>,
 }
+
+/// Default `--partition-timeout`: a 16M-row partition reads in about a
+/// minute on this project's 2-core reference machine, so ten minutes means
+/// the worker is stuck, not slow.
+pub const DEFAULT_PARTITION_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl RunOptions {
     pub fn new(requested: Requested) -> Self {
@@ -80,6 +96,9 @@ impl RunOptions {
             allow_empty: false,
             horizon_days: 1,
             pause_after_partition: Duration::ZERO,
+            remote: false,
+            partition_timeout: DEFAULT_PARTITION_TIMEOUT,
+            read_url: None,
         }
     }
 }
@@ -144,7 +163,8 @@ async fn run_locked(
     // One snapshot for everything the run reads, opened before anything is
     // recorded: the days are resolved in it, and a refused run is no
     // execution, only a refusal.
-    let snap = open_snapshot(database).await?;
+    let read_config = read_config(database, opts)?;
+    let snap = open_snapshot(&read_config).await?;
     let days = match scope::resolve(&snap.client, repo, opts).await {
         Ok(d) => d,
         Err(e) => {
@@ -170,8 +190,18 @@ async fn run_locked(
         execution_id: exec.id,
     });
     jobs::record_snapshot(repo, exec.id, snap.max_id, &snap.seen).await?;
+    jobs::claims::record_read(repo, exec.id, &snap.server, snap.replay_lsn.as_deref()).await?;
     let watcher = watch_for_stop(database, exec.id, stop.clone());
-    let result = execute(database, repo, opts, &exec, (snap, days), &stop, obs).await;
+    let result = execute(
+        (database, &read_config),
+        repo,
+        opts,
+        &exec,
+        (snap, days),
+        &stop,
+        obs,
+    )
+    .await;
     watcher.abort();
     match result {
         Ok(summary) => Ok(Outcome::Completed(Box::new(summary))),
@@ -228,9 +258,19 @@ async fn record_failure(database: &Database, repo: &Client, id: i64, e: &Error) 
     }
 }
 
+/// Where the run reads the log: `--read-url`, else the primary.
+fn read_config(database: &Database, opts: &RunOptions) -> Result<tokio_postgres::Config> {
+    match &opts.read_url {
+        None => Ok(database.config().clone()),
+        Some(url) => url
+            .parse()
+            .map_err(|e| Error::Usage(format!("--read-url is not a valid PostgreSQL URL: {e}"))),
+    }
+}
+
 /// One execution, from its snapshot to its published results.
 async fn execute(
-    database: &Database,
+    (database, read_config): (&Database, &tokio_postgres::Config),
     repo: &mut Client,
     opts: &RunOptions,
     exec: &jobs::Execution,
@@ -245,8 +285,13 @@ async fn execute(
         attempt: exec.attempt,
         restarted_from: exec.restart_of,
         requested: opts.requested.key(),
-        workers: opts.workers.max(1),
+        workers: if opts.remote {
+            opts.workers
+        } else {
+            opts.workers.max(1)
+        },
         streams: opts.streams.max(1),
+        remote: opts.remote,
         ..Default::default()
     };
 
@@ -254,8 +299,16 @@ async fn execute(
         client: snap,
         exported: snapshot,
         seen,
+        server,
+        replay_lsn,
         ..
     } = snap;
+    if opts.read_url.is_some() {
+        summary.read_from = Some(summary::ReadFrom {
+            server: server.clone(),
+            replay_lsn,
+        });
+    }
     let catalog = Arc::new(Catalog::load(&snap).await?);
     for n in &days.notes {
         obs.event(&Event::Note(n.clone()));
@@ -303,14 +356,24 @@ async fn execute(
         "before read"
     );
     let inputs = read_all::ReadInputs {
-        config: database.config(),
+        config: read_config,
         snapshot: &snapshot,
         scope: days.scope,
         catalog: &catalog,
         workers: summary.workers,
     };
-    let mut merged =
-        read_all::read_all(&*repo, exec.id, opts, inputs, &plan, kept, &todo, stop, obs).await?;
+    let mut merged = if opts.remote {
+        let remote_in = read_remote::RemoteInputs {
+            server,
+            primary: database.config().clone(),
+        };
+        read_remote::read_remote(
+            &*repo, exec.id, opts, inputs, remote_in, &plan, kept, stop, obs,
+        )
+        .await?
+    } else {
+        read_all::read_all(&*repo, exec.id, opts, inputs, &plan, kept, &todo, stop, obs).await?
+    };
     summary.partition_timings = std::mem::take(&mut merged.timings);
     summary.phases.read_aggregate_s = t_read.elapsed().as_secs_f64();
     tracing::debug!(peak_rss_mib = peak_rss_bytes() >> 20, "after read");
@@ -389,10 +452,14 @@ struct Snapshot {
     seen: String,
     /// The highest id it sees.
     max_id: Option<i64>,
+    /// The server it lives on ([`jobs::claims::server_identity`]).
+    server: String,
+    /// A standby's last replayed WAL position; `None` on a primary.
+    replay_lsn: Option<String>,
 }
 
-async fn open_snapshot(database: &Database) -> Result<Snapshot> {
-    let client = database.connect().await?;
+async fn open_snapshot(config: &tokio_postgres::Config) -> Result<Snapshot> {
+    let client = db::connect(config).await?;
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
@@ -404,7 +471,8 @@ async fn open_snapshot(database: &Database) -> Result<Snapshot> {
         .get(0);
     let r = client
         .query_one(
-            "SELECT (SELECT max(id) FROM viewing_log), pg_current_snapshot()::text",
+            "SELECT (SELECT max(id) FROM viewing_log), pg_current_snapshot()::text, \
+                    pg_last_wal_replay_lsn()::text",
             &[],
         )
         .await
@@ -412,6 +480,8 @@ async fn open_snapshot(database: &Database) -> Result<Snapshot> {
     Ok(Snapshot {
         max_id: r.get(0),
         seen: r.get(1),
+        replay_lsn: r.get(2),
+        server: jobs::claims::server_identity(&client).await?,
         client,
         exported,
     })

@@ -38,7 +38,7 @@ pub(crate) struct Merged {
 }
 
 impl Merged {
-    fn new(catalog: &Catalog, reuse: bool, opts: &RunOptions) -> Merged {
+    pub(super) fn new(catalog: &Catalog, reuse: bool, opts: &RunOptions) -> Merged {
         Merged {
             totals: Totals::new(catalog),
             counts: Counts::default(),
@@ -55,7 +55,7 @@ impl Merged {
         }
     }
 
-    fn absorb(&mut self, out: PartitionOutput, catalog: &Catalog, plan_lo: &[i64]) {
+    pub(super) fn absorb(&mut self, out: PartitionOutput, catalog: &Catalog, plan_lo: &[i64]) {
         if let Some(t) = self.tails.as_mut() {
             for &(d, n) in &out.tails {
                 *t.rows.entry(d).or_default() += n;
@@ -79,8 +79,33 @@ impl Merged {
     }
 }
 
-fn allowance(opts: &RunOptions) -> i64 {
+pub(super) fn allowance(opts: &RunOptions) -> i64 {
     opts.disorder_minutes as i64 * 60 * 1_000_000
+}
+
+/// Records and merges the results kept from an earlier execution.
+pub(super) async fn merge_kept(
+    repo: &Client,
+    exec: i64,
+    kept: Vec<(PartitionOutput, i64)>,
+    merged: &mut Merged,
+    catalog: &Catalog,
+    plan_lo: &[i64],
+) -> Result<()> {
+    for (out, from) in kept {
+        jobs::partition_completed(repo, exec, &out, 0, 0, Some(from)).await?;
+        merged.timings.push(PartitionTiming {
+            no: out.partition.map(|p| p.no).unwrap_or(0),
+            rows: out.counts.rows_read,
+            seconds: 0.0,
+            attempts: 0,
+            reused: true,
+            ..Default::default()
+        });
+        merged.absorb(out, catalog, plan_lo);
+    }
+
+    Ok(())
 }
 
 /// What the readers need beyond the plan.
@@ -110,17 +135,7 @@ pub(crate) async fn read_all(
     let mut plan_lo: Vec<i64> = plan.iter().map(|p| p.id_lo).collect();
     plan_lo.sort_unstable();
     let mut merged = Merged::new(catalog, !kept.is_empty(), opts);
-    for (out, from) in kept {
-        jobs::partition_completed(repo, exec, &out, 0, 0, Some(from)).await?;
-        merged.timings.push(PartitionTiming {
-            no: out.partition.map(|p| p.no).unwrap_or(0),
-            rows: out.counts.rows_read,
-            seconds: 0.0,
-            attempts: 0,
-            reused: true,
-        });
-        merged.absorb(out, catalog, &plan_lo);
-    }
+    merge_kept(repo, exec, kept, &mut merged, catalog, &plan_lo).await?;
 
     let rows_seen = Arc::new(AtomicU64::new(0));
     let (tx, mut rx) = unbounded_channel::<WorkerEvent>();
@@ -166,7 +181,7 @@ pub(crate) async fn read_all(
                         let p = out.partition.expect("range");
                         let r = jobs::partition_completed(repo, exec, &out, (seconds * 1000.0) as i64, attempt, None).await;
                         let rows = out.counts.rows_read;
-                        merged.timings.push(PartitionTiming { no: p.no, rows, seconds, attempts: attempt, reused: false });
+                        merged.timings.push(PartitionTiming { no: p.no, rows, seconds, attempts: attempt, reused: false, ..Default::default() });
                         merged.absorb(*out, catalog, &plan_lo);
                         obs.event(&Event::PartitionDone { no: p.no, rows, seconds, attempts: attempt });
                         r

@@ -39,6 +39,22 @@ pub struct PartitionTiming {
     pub seconds: f64,
     pub attempts: u32,
     pub reused: bool,
+    /// Who read it, for a `--remote` run (a worker or the coordinator).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+}
+
+/// Where a run read the log.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ReadFrom {
+    /// `primary started ...` or `standby started ...`.
+    pub server: String,
+    /// A standby's last replayed WAL position when the snapshot was taken:
+    /// plays committed on the primary after it are not in this run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_lsn: Option<String>,
 }
 
 /// What a completed run did, printed at the end and stored with the execution.
@@ -77,6 +93,12 @@ pub struct RunSummary {
     pub peak_rss_bytes: u64,
     pub written: WriteStats,
     pub partition_timings: Vec<PartitionTiming>,
+    /// Set when the run read from another server than the primary
+    /// (`--read-url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_from: Option<ReadFrom>,
+    /// Partitions were claimed by `settle worker` processes (`--remote`).
+    pub remote: bool,
 }
 
 pub(crate) fn finish_summary(summary: &mut RunSummary, written: WriteStats, t0: Instant) {

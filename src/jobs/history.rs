@@ -112,6 +112,9 @@ pub struct PartitionRow {
     pub duration_ms: Option<i64>,
     pub reused_from: Option<i64>,
     pub error: Option<String>,
+    /// Who claimed it (`--remote` runs): host and pid.
+    pub host: Option<String>,
+    pub pid: Option<i32>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -147,7 +150,8 @@ pub async fn status(c: &Client, exec: i64) -> Result<Status> {
         .ok_or_else(|| Error::Usage(format!("there is no execution {exec}; see `settle history`")))?;
     let partitions = c
         .query(
-            "SELECT partition_no, id_lo, id_hi, status, attempts, rows_read, duration_ms, reused_from, error \
+            "SELECT partition_no, id_lo, id_hi, status, attempts, rows_read, duration_ms, reused_from, error, \
+                    claimed_host, claimed_pid \
              FROM partition_execution WHERE execution_id = $1 ORDER BY partition_no",
             &[&exec],
         )
@@ -164,6 +168,8 @@ pub async fn status(c: &Client, exec: i64) -> Result<Status> {
             duration_ms: r.get(6),
             reused_from: r.get(7),
             error: r.get(8),
+            host: r.get(9),
+            pid: r.get(10),
         })
         .collect();
     let rejects_by_reason = c

@@ -5,6 +5,7 @@
 //! produces, so it may import `pipeline`, never `engine`.
 
 pub mod changes;
+pub mod claims;
 pub mod history;
 pub mod ledger;
 pub mod refusals;

@@ -618,7 +618,7 @@ const COMPACT: &[u8; 4] = b"SPV2";
 /// is about half the fixed-width size (17 MB → 7.8 MB per partition at
 /// 100M rows). A run writes them while it is still reading, so their size
 /// is server work and memory that the read competes with.
-fn encode_output(out: &PartitionOutput) -> Vec<u8> {
+pub(crate) fn encode_output(out: &PartitionOutput) -> Vec<u8> {
     use bincode::Options;
     let mut blob = COMPACT.to_vec();
     bincode::DefaultOptions::new()
@@ -627,7 +627,7 @@ fn encode_output(out: &PartitionOutput) -> Vec<u8> {
     blob
 }
 
-fn decode_output(bytes: &[u8]) -> Result<PartitionOutput> {
+pub(crate) fn decode_output(bytes: &[u8]) -> Result<PartitionOutput> {
     use bincode::Options;
     let decoded = match bytes.strip_prefix(COMPACT) {
         Some(rest) => bincode::DefaultOptions::new().deserialize(rest),

@@ -150,16 +150,50 @@ async fn read_partition(
         *client = Some(c);
     }
     let c = client.as_ref().expect("connected");
+    let spec = ReadSpec {
+        catalog: &ctx.catalog,
+        scope: ctx.scope,
+        allowance: ctx.allowance,
+        rows: &ctx.rows,
+        stop: &ctx.stop,
+        pause_mid: Duration::ZERO,
+    };
+    read_in_snapshot(c, &spec, scratch, p).await
+}
+
+/// What reading one partition needs besides the connection.
+pub struct ReadSpec<'a> {
+    pub catalog: &'a Catalog,
+    pub scope: Scope,
+    pub allowance: i64,
+    /// Rows read so far, for progress.
+    pub rows: &'a AtomicU64,
+    pub stop: &'a AtomicBool,
+    /// Test hook: sleep once this long after the first 64k rows, so a test
+    /// can kill a reader mid-partition.
+    pub pause_mid: Duration,
+}
+
+/// Streams partition `p` over `c`, already in the run's snapshot, into an
+/// aggregate: the in-process readers and `settle worker` share it, so a
+/// partition gives the same result wherever it is read.
+pub async fn read_in_snapshot(
+    c: &Client,
+    spec: &ReadSpec<'_>,
+    scratch: &mut Option<Scratch>,
+    p: &Partition,
+) -> Result<PartitionOutput> {
     let mut agg = Aggregator::with_scratch(
-        &ctx.catalog,
-        ctx.scope,
-        ctx.allowance,
+        spec.catalog,
+        spec.scope,
+        spec.allowance,
         scratch.take().unwrap_or_default(),
     );
-    let query = partition::partition_query(p, &ctx.scope);
+    let query = partition::partition_query(p, &spec.scope);
     let mut pending = 0u64;
-    let rows = &ctx.rows;
-    let stop = &ctx.stop;
+    let rows = spec.rows;
+    let stop = spec.stop;
+    let mut pause = spec.pause_mid;
     let mut batch: Vec<Play> = Vec::with_capacity(BATCH);
     copy_plays(
         c,
@@ -177,6 +211,10 @@ async fn read_partition(
             }
         },
         || {
+            if !pause.is_zero() {
+                // Blocking on purpose: the reader's runtime is its own.
+                std::thread::sleep(std::mem::take(&mut pause));
+            }
             if stop.load(Ordering::Relaxed) {
                 Err(Error::Stopped)
             } else {
@@ -197,7 +235,7 @@ const BATCH: usize = 32;
 
 /// Exponential backoff with jitter: 100 ms, 200 ms, 400 ms ... (capped at
 /// 5 s), each scaled by a random factor in [0.5, 1.5).
-fn backoff(attempt: u32) -> Duration {
+pub fn backoff(attempt: u32) -> Duration {
     let base = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -103,7 +103,7 @@ impl Observer for ServeObserver {
                 super::metrics::partition_retry();
                 self.update(|g| g.retries += 1)
             }
-            Event::Note(_) => {}
+            Event::Note(_) | Event::Claims(_) => {}
         }
     }
 }

@@ -270,6 +270,8 @@ pub(super) fn parse_summary(stdout: &[u8]) -> Result<RunSummary> {
                 seconds: p.get("seconds").and_then(|x| x.as_f64()).unwrap_or(0.0),
                 attempts: p.get("attempts").and_then(|x| x.as_u64()).unwrap_or(0) as u32,
                 reused: p.get("reused").and_then(|x| x.as_bool()).unwrap_or(false),
+                host: p.get("host").and_then(|x| x.as_str()).map(str::to_string),
+                pid: p.get("pid").and_then(|x| x.as_i64()).map(|p| p as i32),
             });
         }
     }
