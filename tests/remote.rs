@@ -384,3 +384,97 @@ async fn a_read_cancelled_on_the_standby_is_retried_and_counted_once() {
     assert_matches_reference(&primary, "a run with a cancelled standby read").await;
     rdb.db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_by_sigterm_gives_its_partition_back_and_another_finishes_it() {
+    // On the primary alone: no standby needed, so no turn on the pair.
+    let db = settle::testkit::TestDb::new().await.unwrap();
+    db.generate(&["--rows", "200000", "--videos", "2000", "--days", "10"])
+        .await;
+    let c = db.connect().await.unwrap();
+    let coordinator = settle_cmd(
+        &db.url,
+        &[
+            "run",
+            "--all",
+            "--remote",
+            "--workers",
+            "0",
+            "--partitions",
+            "2",
+            "--json",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let spawn_worker = |pause: &str| {
+        settle_cmd(
+            &db.url,
+            &[
+                "worker",
+                "--once",
+                "--threads",
+                "1",
+                "--poll-ms",
+                "100",
+                "--json",
+                "--pause-mid-partition-ms",
+                pause,
+            ],
+        )
+        .spawn()
+        .unwrap()
+    };
+    let x = spawn_worker("5000");
+    let x_pid = x.id().unwrap();
+    let (no, _) = running_claim_of(&c, x_pid).await;
+    // SAFETY: signalling a child process this test started.
+    unsafe { libc::kill(x_pid as i32, libc::SIGTERM) };
+    let x_out = x.wait_with_output().await.unwrap();
+    assert_eq!(
+        code(&x_out),
+        0,
+        "a stopped worker exits cleanly:\n{}",
+        text(&x_out)
+    );
+    assert!(
+        String::from_utf8_lossy(&x_out.stdout).contains("\"gave_back\""),
+        "{}",
+        text(&x_out)
+    );
+    let r = c
+        .query_one(
+            "SELECT status, attempts, claimed_pid FROM partition_execution WHERE partition_no = $1",
+            &[&no],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.get::<_, String>(0),
+        "PENDING",
+        "given back, not left RUNNING"
+    );
+    assert_eq!(r.get::<_, i32>(1), 0, "a clean stop uses up no attempt");
+    assert_eq!(r.get::<_, Option<i32>>(2), None);
+
+    let y = spawn_worker("0");
+    let y_pid = y.id().unwrap() as i64;
+    let run = coordinator.wait_with_output().await.unwrap();
+    assert_eq!(code(&run), 0, "{}", text(&run));
+    let y_out = y.wait_with_output().await.unwrap();
+    assert_eq!(code(&y_out), 0, "{}", text(&y_out));
+    let s = stdout_json(&run);
+    let pids: Vec<Option<i64>> = s["partition_timings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pid"].as_i64())
+        .collect();
+    assert_eq!(
+        pids,
+        [Some(y_pid), Some(y_pid)],
+        "the stopped worker kept no result"
+    );
+    assert_matches_reference(&c, "a run whose worker was stopped").await;
+    db.drop_db().await;
+}

@@ -155,7 +155,7 @@ async fn read_partition(
         scope: ctx.scope,
         allowance: ctx.allowance,
         rows: &ctx.rows,
-        stop: &ctx.stop,
+        stop: &[&ctx.stop],
         pause_mid: Duration::ZERO,
     };
     read_in_snapshot(c, &spec, scratch, p).await
@@ -168,7 +168,8 @@ pub struct ReadSpec<'a> {
     pub allowance: i64,
     /// Rows read so far, for progress.
     pub rows: &'a AtomicU64,
-    pub stop: &'a AtomicBool,
+    /// The read aborts with [`Error::Stopped`] once any of these is set.
+    pub stop: &'a [&'a AtomicBool],
     /// Test hook: sleep once this long after the first 64k rows, so a test
     /// can kill a reader mid-partition.
     pub pause_mid: Duration,
@@ -215,7 +216,7 @@ pub async fn read_in_snapshot(
                 // Blocking on purpose: the reader's runtime is its own.
                 std::thread::sleep(std::mem::take(&mut pause));
             }
-            if stop.load(Ordering::Relaxed) {
+            if stop.iter().any(|s| s.load(Ordering::Relaxed)) {
                 Err(Error::Stopped)
             } else {
                 Ok(())

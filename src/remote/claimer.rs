@@ -333,7 +333,7 @@ async fn read_claim(
         scope: claim.spec.scope(),
         allowance: claim.spec.allowance,
         rows: &ctx.rows,
-        stop: &abort,
+        stop: &[&abort, &ctx.stop],
         pause_mid: ctx.pause_mid,
     };
     let read = read_in_snapshot(&r.client, &spec, scratch, &claim.partition);
