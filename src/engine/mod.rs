@@ -351,10 +351,6 @@ async fn execute(
     // Read and aggregate.
     obs.event(&Event::Phase(Phase::Read));
     let t_read = Instant::now();
-    tracing::debug!(
-        rss_now_mib = crate::sys::rss_now_bytes() >> 20,
-        "before read"
-    );
     let inputs = read_all::ReadInputs {
         config: read_config,
         snapshot: &snapshot,
@@ -362,18 +358,13 @@ async fn execute(
         catalog: &catalog,
         workers: summary.workers,
     };
-    let mut merged = if opts.remote {
-        let remote_in = read_remote::RemoteInputs {
-            server,
-            primary: database.config().clone(),
-        };
-        read_remote::read_remote(
-            &*repo, exec.id, opts, inputs, remote_in, &plan, kept, stop, obs,
-        )
-        .await?
-    } else {
-        read_all::read_all(&*repo, exec.id, opts, inputs, &plan, kept, &todo, stop, obs).await?
-    };
+    let remote_in = opts.remote.then(|| read_remote::RemoteInputs {
+        server,
+        primary: database.config().clone(),
+    });
+    let work = (plan.as_slice(), kept, todo.as_slice());
+    let mut merged =
+        read_partitions(&*repo, exec.id, opts, inputs, remote_in, work, stop, obs).await?;
     summary.partition_timings = std::mem::take(&mut merged.timings);
     summary.phases.read_aggregate_s = t_read.elapsed().as_secs_f64();
     tracing::debug!(peak_rss_mib = peak_rss_bytes() >> 20, "after read");
@@ -381,21 +372,7 @@ async fn execute(
 
     // The exact path, still inside the snapshot.
     obs.event(&Event::Phase(Phase::ExactPath));
-    let t_exact = Instant::now();
-    summary.exact_path = exact::resolve(
-        &snap,
-        &mut merged.edges,
-        &catalog,
-        &days.scope,
-        &mut merged.totals,
-    )
-    .await?;
-    merged.edges = Vec::new();
-    snap.batch_execute("COMMIT")
-        .await
-        .db("closing the run's snapshot")?;
-    summary.phases.exact_path_s = t_exact.elapsed().as_secs_f64();
-    tracing::debug!(peak_rss_mib = peak_rss_bytes() >> 20, "after exact path");
+    exact_path(snap, &mut merged, &catalog, &days.scope, &mut summary).await?;
 
     // Settle and rank.
     obs.event(&Event::Phase(Phase::Settle));
@@ -440,6 +417,55 @@ async fn execute(
     obs.event(&Event::Phase(Phase::Write));
     publish::publish(repo, priced, (first, last), rec, &mut summary).await?;
     Ok(finish(repo, summary, t0).await)
+}
+
+/// The exact path, still inside the snapshot, which it then closes.
+async fn exact_path(
+    snap: Client,
+    merged: &mut read_all::Merged,
+    catalog: &Catalog,
+    scope: &crate::pipeline::partition::Scope,
+    summary: &mut RunSummary,
+) -> Result<()> {
+    let t_exact = Instant::now();
+    summary.exact_path =
+        exact::resolve(&snap, &mut merged.edges, catalog, scope, &mut merged.totals).await?;
+    merged.edges = Vec::new();
+    snap.batch_execute("COMMIT")
+        .await
+        .db("closing the run's snapshot")?;
+    summary.phases.exact_path_s = t_exact.elapsed().as_secs_f64();
+    tracing::debug!(peak_rss_mib = peak_rss_bytes() >> 20, "after exact path");
+    Ok(())
+}
+
+/// Reads the partitions: on this process's reader pool, or through claims
+/// that `settle worker`s share (`--remote`).
+#[allow(clippy::too_many_arguments)]
+async fn read_partitions(
+    repo: &Client,
+    exec: i64,
+    opts: &RunOptions,
+    inputs: read_all::ReadInputs<'_>,
+    remote_in: Option<read_remote::RemoteInputs>,
+    (plan, kept, todo): (
+        &[Partition],
+        Vec<(crate::pipeline::aggregate::PartitionOutput, i64)>,
+        &[Partition],
+    ),
+    stop: &Arc<AtomicBool>,
+    obs: &dyn Observer,
+) -> Result<read_all::Merged> {
+    tracing::debug!(
+        rss_now_mib = crate::sys::rss_now_bytes() >> 20,
+        "before read"
+    );
+    match remote_in {
+        Some(r) => {
+            read_remote::read_remote(repo, exec, opts, inputs, r, plan, kept, stop, obs).await
+        }
+        None => read_all::read_all(repo, exec, opts, inputs, plan, kept, todo, stop, obs).await,
+    }
 }
 
 /// The run's snapshot: its own connection in a REPEATABLE READ READ ONLY
