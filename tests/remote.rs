@@ -59,6 +59,34 @@ fn worker(rdb: &ReplicaDb, pause_ms: u32) -> Child {
     .expect("settle worker starts")
 }
 
+/// `settle run --all --remote --workers 0`: every partition is left to
+/// workers, read from `read_url` when given.
+fn coordinator(url: &str, partitions: &str, read_url: Option<&str>) -> Child {
+    let mut args = vec![
+        "run",
+        "--all",
+        "--remote",
+        "--workers",
+        "0",
+        "--partitions",
+        partitions,
+        "--json",
+    ];
+    if let Some(r) = read_url {
+        args.extend(["--read-url", r]);
+    }
+    settle_cmd(url, &args)
+        .spawn()
+        .expect("the coordinator starts")
+}
+
+async fn log_rows(c: &Client) -> i64 {
+    c.query_one("SELECT count(*) FROM viewing_log", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// Waits until `pid` holds a RUNNING claim; its partition and attempt.
 async fn running_claim_of(c: &Client, pid: u32) -> (i32, i32) {
     let t = Instant::now();
@@ -118,23 +146,7 @@ async fn coordinator_and_two_workers_on_a_standby_survive_a_killed_worker() {
     pair.caught_up().await.unwrap();
     let primary = rdb.db.connect().await.unwrap();
 
-    let coordinator = settle_cmd(
-        &rdb.db.url,
-        &[
-            "run",
-            "--all",
-            "--remote",
-            "--workers",
-            "0",
-            "--partitions",
-            "8",
-            "--read-url",
-            &rdb.standby_url,
-            "--json",
-        ],
-    )
-    .spawn()
-    .expect("the coordinator starts");
+    let coordinator = coordinator(&rdb.db.url, "8", Some(&rdb.standby_url));
     let mut a = worker(&rdb, 1500);
     let b = worker(&rdb, 1500);
     let a_pid = a.id().unwrap();
@@ -185,11 +197,7 @@ async fn coordinator_and_two_workers_on_a_standby_survive_a_killed_worker() {
         .as_str()
         .unwrap()
         .starts_with("standby"));
-    let total: i64 = primary
-        .query_one("SELECT count(*) FROM viewing_log", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let total = log_rows(&primary).await;
     assert_eq!(
         summary["rows_read"].as_i64(),
         Some(total),
@@ -223,11 +231,7 @@ async fn a_lagging_standby_reads_without_the_newest_plays_and_the_next_run_picks
     pair.caught_up().await.unwrap();
     let primary = rdb.db.connect().await.unwrap();
     let standby = settle::db::connect(&rdb.standby_config).await.unwrap();
-    let before: i64 = primary
-        .query_one("SELECT count(*) FROM viewing_log", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let before = log_rows(&primary).await;
 
     standby
         .batch_execute("SELECT pg_wal_replay_pause()")
@@ -317,23 +321,7 @@ async fn a_read_cancelled_on_the_standby_is_retried_and_counted_once() {
     let primary = rdb.db.connect().await.unwrap();
     let standby = settle::db::connect(&rdb.standby_config).await.unwrap();
 
-    let coordinator = settle_cmd(
-        &rdb.db.url,
-        &[
-            "run",
-            "--all",
-            "--remote",
-            "--workers",
-            "0",
-            "--partitions",
-            "2",
-            "--read-url",
-            &rdb.standby_url,
-            "--json",
-        ],
-    )
-    .spawn()
-    .unwrap();
+    let coordinator = coordinator(&rdb.db.url, "2", Some(&rdb.standby_url));
     // Each partition's COPY pauses after 64k of its 200k rows, with far
     // more left than the socket buffers: the statement is still running.
     let w = worker(&rdb, 1000);
@@ -371,11 +359,7 @@ async fn a_read_cancelled_on_the_standby_is_retried_and_counted_once() {
         [1, 2],
         "the cancelled partition read twice, kept once"
     );
-    let total: i64 = primary
-        .query_one("SELECT count(*) FROM viewing_log", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let total = log_rows(&primary).await;
     assert_eq!(
         s["rows_read"].as_i64(),
         Some(total),
@@ -392,21 +376,7 @@ async fn a_worker_stopped_by_sigterm_gives_its_partition_back_and_another_finish
     db.generate(&["--rows", "200000", "--videos", "2000", "--days", "10"])
         .await;
     let c = db.connect().await.unwrap();
-    let coordinator = settle_cmd(
-        &db.url,
-        &[
-            "run",
-            "--all",
-            "--remote",
-            "--workers",
-            "0",
-            "--partitions",
-            "2",
-            "--json",
-        ],
-    )
-    .spawn()
-    .unwrap();
+    let coordinator = coordinator(&db.url, "2", None);
     let spawn_worker = |pause: &str| {
         settle_cmd(
             &db.url,

@@ -11,21 +11,10 @@ use super::args::{ConnArgs, RunArgs};
 pub async fn run(conn: &ConnArgs, args: RunArgs) -> anyhow::Result<i32> {
     let req = args.request()?;
     let settle = Settle::connect(&conn.config()).await?;
-    let stop = req.stop_signal();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        eprintln!(
-            "stopping: finishing or abandoning the current partitions; nothing will be published"
-        );
-        stop.raise();
-    });
+    stop_on_signal(
+        req.stop_signal(),
+        "stopping: finishing or abandoning the current partitions; nothing will be published",
+    );
     let progress = Progress::new(!args.json);
     let outcome = settle.run(&req, &progress).await;
     progress.finish();
@@ -52,6 +41,22 @@ pub async fn run(conn: &ConnArgs, args: RunArgs) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// Raises `stop` on the first SIGTERM or Ctrl-C, saying `message`.
+pub fn stop_on_signal(stop: settle::StopSignal, message: &'static str) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        eprintln!("{message}");
+        stop.raise();
+    });
 }
 
 /// Draws the read's progress bar and prints notes, from the run's events.

@@ -10,19 +10,7 @@ pub async fn worker(conn: &ConnArgs, args: WorkerArgs) -> anyhow::Result<i32> {
     let opts = args.options()?;
     let settle = Settle::connect(&conn.config()).await?;
     let stop = StopSignal::default();
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        eprintln!("stopping: giving the current partitions back");
-        on_signal.raise();
-    });
+    super::run::stop_on_signal(stop.clone(), "stopping: giving the current partitions back");
     if !args.json {
         eprintln!(
             "settle worker: {} claimer(s), claiming on {}, reading from {}{}",

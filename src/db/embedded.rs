@@ -336,12 +336,22 @@ impl Cluster {
             "unix_socket_directories = '{}'\nport = {PORT}\n",
             self.root.display()
         ));
+        self.append_conf(data, &conf)
+    }
+
+    /// Appends settings to the cluster's postgresql.conf (later lines win).
+    fn append_conf(&self, data: &Path, conf: &str) -> Result<()> {
         let path = data.join("postgresql.conf");
         let mut existing =
             fs::read_to_string(&path).map_err(|e| self.err("initialised", e.to_string()))?;
-        existing.push_str(&conf);
-        fs::write(&path, existing).map_err(|e| self.err("initialised", e.to_string()))?;
-        Ok(())
+        existing.push_str(conf);
+        fs::write(&path, existing).map_err(|e| self.err("initialised", e.to_string()))
+    }
+
+    /// Whether this cluster is a standby (`pg_basebackup -R` left
+    /// `standby.signal` in its data directory).
+    pub fn is_standby(&self) -> bool {
+        self.data_dir().join("standby.signal").is_file()
     }
 
     /// Copies the running primary with `pg_basebackup -R` (which writes
@@ -389,11 +399,7 @@ impl Cluster {
         for (k, v) in &self.extra {
             conf.push_str(&format!("{k} = {v}\n"));
         }
-        let path = data.join("postgresql.conf");
-        let mut existing =
-            fs::read_to_string(&path).map_err(|e| self.err("initialised", e.to_string()))?;
-        existing.push_str(&conf);
-        fs::write(&path, existing).map_err(|e| self.err("initialised", e.to_string()))
+        self.append_conf(data, &conf)
     }
 
     /// Running means the postmaster in postmaster.pid is alive.

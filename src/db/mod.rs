@@ -59,13 +59,7 @@ impl Database {
         let admin =
             Config::from_str(&cluster.url("postgres")).map_err(|e| Error::Usage(e.to_string()))?;
         // A standby is read-only: its databases come from the primary.
-        let standby = connect(&admin)
-            .await?
-            .query_one("SELECT pg_is_in_recovery()", &[])
-            .await
-            .db("asking the server whether it is a standby")?
-            .get::<_, bool>(0);
-        if !standby {
+        if !cluster.is_standby() {
             create_database_if_missing(&admin, dbname).await?;
         }
         let config =

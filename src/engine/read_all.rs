@@ -83,8 +83,25 @@ pub(super) fn allowance(opts: &RunOptions) -> i64 {
     opts.disorder_minutes as i64 * 60 * 1_000_000
 }
 
+/// A merge begun: the plan's range starts (the exact path's edges are
+/// pruned against them) and the kept results already in.
+pub(super) async fn start(
+    repo: &Client,
+    exec: i64,
+    opts: &RunOptions,
+    catalog: &Catalog,
+    plan: &[Partition],
+    kept: Vec<(PartitionOutput, i64)>,
+) -> Result<(Merged, Vec<i64>)> {
+    let mut plan_lo: Vec<i64> = plan.iter().map(|p| p.id_lo).collect();
+    plan_lo.sort_unstable();
+    let mut merged = Merged::new(catalog, !kept.is_empty(), opts);
+    merge_kept(repo, exec, kept, &mut merged, catalog, &plan_lo).await?;
+    Ok((merged, plan_lo))
+}
+
 /// Records and merges the results kept from an earlier execution.
-pub(super) async fn merge_kept(
+async fn merge_kept(
     repo: &Client,
     exec: i64,
     kept: Vec<(PartitionOutput, i64)>,
@@ -132,10 +149,7 @@ pub(crate) async fn read_all(
     obs: &dyn Observer,
 ) -> Result<Merged> {
     let catalog = inputs.catalog;
-    let mut plan_lo: Vec<i64> = plan.iter().map(|p| p.id_lo).collect();
-    plan_lo.sort_unstable();
-    let mut merged = Merged::new(catalog, !kept.is_empty(), opts);
-    merge_kept(repo, exec, kept, &mut merged, catalog, &plan_lo).await?;
+    let (mut merged, plan_lo) = start(repo, exec, opts, catalog, plan, kept).await?;
 
     let rows_seen = Arc::new(AtomicU64::new(0));
     let (tx, mut rx) = unbounded_channel::<WorkerEvent>();

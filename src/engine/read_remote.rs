@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 use super::events::{Event, Observer};
-use super::read_all::{allowance, merge_kept, Merged, ReadInputs};
+use super::read_all::{self, allowance, Merged, ReadInputs};
 use super::summary::PartitionTiming;
 use super::RunOptions;
 use crate::error::{Error, Result};
@@ -43,14 +43,11 @@ pub(crate) async fn read_remote(
     obs: &dyn Observer,
 ) -> Result<Merged> {
     let catalog = inputs.catalog;
-    let mut plan_lo: Vec<i64> = plan.iter().map(|p| p.id_lo).collect();
-    plan_lo.sort_unstable();
-    let mut merged = Merged::new(catalog, !kept.is_empty(), opts);
     let mut done: HashSet<u32> = kept
         .iter()
         .filter_map(|(o, _)| o.partition.map(|p| p.no))
         .collect();
-    merge_kept(repo, exec, kept, &mut merged, catalog, &plan_lo).await?;
+    let (mut merged, plan_lo) = read_all::start(repo, exec, opts, catalog, plan, kept).await?;
 
     let spec = RemoteSpec {
         snapshot: inputs.snapshot.to_string(),

@@ -11,7 +11,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio_postgres::{Client, Config};
 
 use crate::db;
-use crate::error::{Error, Result};
+use crate::error::{DbContext, Error, Result};
 use crate::jobs::claims::{self, Claim, Claimant};
 use crate::pipeline::aggregate::{PartitionOutput, Scratch};
 use crate::pipeline::catalog::Catalog;
@@ -201,10 +201,7 @@ async fn finished(
                 &[&who.server, &exec],
             )
             .await
-            .map_err(|pg| Error::Db {
-                context: "looking for unfinished partitions".into(),
-                pg,
-            })?;
+            .db("looking for unfinished partitions")?;
         Ok::<i64, Error>(r.get(0))
     };
     Ok(match ctx.until {
@@ -226,10 +223,7 @@ async fn other_servers(repo: &Client, ours: &str, only: Option<i64>) -> Result<V
             &[&ours, &only],
         )
         .await
-        .map_err(|pg| Error::Db {
-            context: "looking for executions on other servers".into(),
-            pg,
-        })?;
+        .db("looking for executions on other servers")?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
