@@ -150,6 +150,9 @@ pub fn run_summary(s: &RunSummary) -> String {
         human_count(s.written.deleted_rows),
         human_count(s.written.unchanged_rows)
     );
+    if let Some(m) = &s.publish_method {
+        let _ = writeln!(o, "  published by     {:>15}  ({})", m.method, m.why);
+    }
     o
 }
 

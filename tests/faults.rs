@@ -137,22 +137,6 @@ async fn wait_for_completed_partitions(child: &mut Child, c: &Client, n: usize) 
     .await
 }
 
-/// A digest of every published result row (and their count), to show that
-/// a run changed nothing.
-async fn results_digest(c: &Client) -> String {
-    c.query_one(
-        "SELECT (SELECT count(*) FROM settlement_video)::text || '/' || (SELECT count(*) FROM settlement_creator)::text
-                || '/' || (SELECT count(*) FROM top_videos)::text || ':' ||
-                coalesce((SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM settlement_video t), '-') ||
-                coalesce((SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM settlement_creator t), '-') ||
-                coalesce((SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM top_videos t), '-')",
-        &[],
-    )
-    .await
-    .unwrap()
-    .get(0)
-}
-
 async fn settled_days(c: &Client) -> Vec<(String, Option<i64>)> {
     c.query(
         "SELECT day::text, execution_id FROM settled_day ORDER BY day",

@@ -71,6 +71,12 @@ pub struct RunArgs {
         hide_env_values = true
     )]
     pub read_url: Option<String>,
+    /// How to publish: `swap` builds the result tables anew on two
+    /// connections and swaps them in (fast when the run rewrites most of
+    /// them, e.g. a first --all); `diff` writes only the rows that changed
+    /// (fast for a nightly day); `auto` picks by size.
+    #[arg(long, value_enum, default_value_t = settle::engine::PublishMode::Auto)]
+    pub publish: settle::engine::PublishMode,
     /// COPY streams (connections) each reader thread interleaves, so the
     /// thread aggregates one stream's rows while the server produces
     /// another's. Each stream holds its own replay window (~80 MB at 3M
@@ -115,6 +121,10 @@ pub struct RunArgs {
     /// Test hook: pause this many milliseconds after each partition.
     #[arg(long, hide = true, default_value_t = 0)]
     pub pause_after_partition_ms: u64,
+    /// Test hook: with a swap publish, pause this many milliseconds with
+    /// the new tables staged, before swapping them in.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub pause_before_swap_ms: u64,
 }
 
 #[derive(Args, Debug)]
@@ -248,6 +258,8 @@ impl RunArgs {
         opts.horizon_days = self.horizon_days;
         opts.pause_after_partition =
             std::time::Duration::from_millis(self.pause_after_partition_ms);
+        opts.publish = self.publish;
+        opts.pause_before_swap = std::time::Duration::from_millis(self.pause_before_swap_ms);
         Ok(req)
     }
 }

@@ -17,8 +17,11 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
+pub use crate::pipeline::swap::PublishMode;
 pub use events::{Event, Note, Observer, Phase, Quiet};
-pub use summary::{Excluded, PartitionTiming, Phases, ReadFrom, RejectedCounts, RunSummary};
+pub use summary::{
+    Excluded, PartitionTiming, Phases, PublishMethod, ReadFrom, RejectedCounts, RunSummary,
+};
 
 use crate::db::{self, Database};
 use crate::error::{DbContext, Error, Refusal, Result};
@@ -72,6 +75,11 @@ pub struct RunOptions {
     /// e.g. a hot standby, in one snapshot exported there; the job
     /// repository and the publish stay on the primary.
     pub read_url: Option<String>,
+    /// Swap in tables built anew, write the difference, or pick by size.
+    pub publish: PublishMode,
+    /// Test hook: sleep between staging a swap and swapping, so a run can
+    /// be killed mid-publish.
+    pub pause_before_swap: Duration,
 }
 
 /// Default `--partition-timeout`: a 16M-row partition reads in about a
@@ -99,6 +107,8 @@ impl RunOptions {
             remote: false,
             partition_timeout: DEFAULT_PARTITION_TIMEOUT,
             read_url: None,
+            publish: PublishMode::Auto,
+            pause_before_swap: Duration::ZERO,
         }
     }
 }
@@ -415,7 +425,12 @@ async fn execute(
 
     // Write and publish in one transaction, with the job record.
     obs.event(&Event::Phase(Phase::Write));
-    publish::publish(repo, priced, (first, last), rec, &mut summary).await?;
+    let how = publish::How {
+        config: database.config(),
+        mode: opts.publish,
+        pause_before_swap: opts.pause_before_swap,
+    };
+    publish::publish(repo, priced, (first, last), rec, how, &mut summary).await?;
     Ok(finish(repo, summary, t0).await)
 }
 

@@ -7,13 +7,14 @@ use std::time::Instant;
 use tokio_postgres::Client;
 
 use super::events::Note;
-use super::summary::{counts_of, finish_summary, RunSummary};
+use super::summary::{counts_of, finish_summary, PublishMethod, RunSummary};
 use crate::error::{DbContext, Result};
 use crate::jobs::{self, changes, ledger};
 use crate::pipeline::aggregate::Counts;
 use crate::pipeline::catalog::Catalog;
 use crate::pipeline::price::{self, PeriodRows};
 use crate::pipeline::publish::{self, Publication, WriteStats};
+use crate::pipeline::swap::{self, PublishMode};
 use crate::pipeline::top::{self, TopRow};
 use crate::pipeline::totals::Totals;
 use crate::rules::calendar::{Day, Period};
@@ -112,39 +113,74 @@ pub(crate) struct Record<'a> {
     pub t0: Instant,
 }
 
+/// How to publish: the mode asked for, and a test hook.
+pub(crate) struct How<'a> {
+    /// Where the staging connections of a swap connect (the primary).
+    pub config: &'a tokio_postgres::Config,
+    pub mode: PublishMode,
+    /// Test hook: sleep with the tables staged, before the swap.
+    pub pause_before_swap: std::time::Duration,
+}
+
 /// Writes the rows, marks the days settled and completes the execution,
 /// all in one transaction: readers see the old results or the new, never a
-/// mix.
+/// mix. A big run stages whole new tables first, in parallel and outside
+/// that transaction, which then only swaps them in.
 pub(crate) async fn publish(
     repo: &mut Client,
     priced: Priced,
     (first, last): (Day, Day),
     rec: Record<'_>,
+    how: How<'_>,
     summary: &mut RunSummary,
 ) -> Result<()> {
     let t_write = Instant::now();
+    swap::drop_leftovers(repo).await?;
+    let mut publication = Publication {
+        first,
+        last,
+        periods: &priced.periods,
+        video: priced.video,
+        creator: priced.creator,
+        top: &priced.top,
+    };
+    let choice = swap::choose(repo, how.mode, &publication).await?;
+    tracing::debug!(swap = choice.swap, why = %choice.why, "publish chosen");
+    summary.publish_method = Some(PublishMethod {
+        method: if choice.swap { "swap" } else { "diff" },
+        why: choice.why,
+    });
+    let staged = if choice.swap {
+        let w = swap::stage(how.config, &mut publication).await?;
+        summary.phases.write_s = t_write.elapsed().as_secs_f64();
+        if !how.pause_before_swap.is_zero() {
+            tokio::time::sleep(how.pause_before_swap).await;
+        }
+        Some(w)
+    } else {
+        None
+    };
+    let mut t_pub = Instant::now();
     let tx = repo
         .transaction()
         .await
         .db("starting the publish transaction")?;
-    let written = publish::publish(
-        &tx,
-        Publication {
-            first,
-            last,
-            periods: &priced.periods,
-            video: priced.video,
-            creator: priced.creator,
-            top: &priced.top,
-        },
-    )
-    .await?;
-    summary.phases.write_s = t_write.elapsed().as_secs_f64();
+    let written = match staged {
+        Some(w) => {
+            swap::swap(&tx).await?;
+            w
+        }
+        None => {
+            let w = publish::publish(&tx, publication).await?;
+            summary.phases.write_s = t_write.elapsed().as_secs_f64();
+            t_pub = Instant::now();
+            w
+        }
+    };
     tracing::debug!(
         peak_rss_mib = crate::sys::peak_rss_bytes() >> 20,
         "after write"
     );
-    let t_pub = Instant::now();
     ledger::mark_settled(&tx, first, last, rec.exec, rec.tails).await?;
     changes::clear_seen(&tx, rec.seen).await?;
     finish_summary(summary, written, rec.t0);

@@ -46,6 +46,14 @@ pub struct PartitionTiming {
     pub pid: Option<i32>,
 }
 
+/// How a run published: `swap` (tables built anew and swapped in) or
+/// `diff` (the changed rows written in place), and why.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PublishMethod {
+    pub method: &'static str,
+    pub why: String,
+}
+
 /// Where a run read the log.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct ReadFrom {
@@ -97,6 +105,10 @@ pub struct RunSummary {
     /// (`--read-url`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_from: Option<ReadFrom>,
+    /// How the results were published (none for a run with nothing to
+    /// publish).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_method: Option<PublishMethod>,
     /// Partitions were claimed by `settle worker` processes (`--remote`).
     pub remote: bool,
 }

@@ -16,6 +16,7 @@ pub mod partition;
 pub mod price;
 pub mod publish;
 pub mod read;
+pub mod swap;
 pub mod top;
 pub mod totals;
 pub mod window;

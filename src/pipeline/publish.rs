@@ -25,6 +25,9 @@ pub struct WriteStats {
     pub deleted_rows: u64,
     /// Stored rows that already held the new values and were left alone.
     pub unchanged_rows: u64,
+    /// Published by swapping in tables built anew ([`super::swap`]) rather
+    /// than by writing the difference.
+    pub swapped: bool,
 }
 
 /// What one run publishes: every row of the days `first..=last` and of the
@@ -40,12 +43,12 @@ pub struct Publication<'a> {
 }
 
 /// Binary COPY buffer builder.
-struct CopyBuf {
+pub(crate) struct CopyBuf {
     buf: BytesMut,
 }
 
 impl CopyBuf {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut buf = BytesMut::with_capacity(1 << 20);
         buf.put_slice(b"PGCOPY\n\xff\r\n\0");
         buf.put_i32(0);
@@ -77,7 +80,7 @@ impl CopyBuf {
         self.buf.put_u16(t.line);
     }
     /// A row of a sums table (`StoredRows` reads it back with its ctid).
-    fn sums_row(&mut self, kind: &str, start: Day, key: i64, s: &Sums) {
+    pub(crate) fn sums_row(&mut self, kind: &str, start: Day, key: i64, s: &Sums) {
         self.row(SUMS_FIELDS);
         self.sums_fields(kind, start, key, s);
     }
@@ -96,10 +99,10 @@ impl CopyBuf {
             self.i64(v);
         }
     }
-    fn take_chunk(&mut self) -> Option<Bytes> {
+    pub(crate) fn take_chunk(&mut self) -> Option<Bytes> {
         (self.buf.len() >= 1 << 20).then(|| self.buf.split().freeze())
     }
-    fn finish(mut self) -> Bytes {
+    pub(crate) fn finish(mut self) -> Bytes {
         self.buf.put_i16(-1);
         self.buf.freeze()
     }
@@ -123,16 +126,16 @@ pub(crate) async fn copy_in(
 
 /// One result table of per-period sums: `settlement_video` keyed by
 /// `video_id`, or `settlement_creator` keyed by `creator_id`.
-struct SumsTable {
-    table: &'static str,
-    key: &'static str,
+pub struct SumsTable {
+    pub table: &'static str,
+    pub key: &'static str,
 }
 
-const VIDEO: SumsTable = SumsTable {
+pub const VIDEO: SumsTable = SumsTable {
     table: "settlement_video",
     key: "video_id",
 };
-const CREATOR: SumsTable = SumsTable {
+pub const CREATOR: SumsTable = SumsTable {
     table: "settlement_creator",
     key: "creator_id",
 };
@@ -326,28 +329,11 @@ async fn replace_sums(
         "COPY {} (period_kind, period_start, {}, views, watch_seconds, ad_views, video_amount, ad_amount, total_amount) FROM STDIN (FORMAT binary)",
         t.table, t.key
     );
-    let sink = tx
-        .copy_in::<_, Bytes>(sql.as_str())
-        .await
-        .db(format!("starting {sql}"))?;
-    futures_util::pin_mut!(sink);
-    let mut b = CopyBuf::new();
-    for (per, by_id) in &rows {
-        let mut ids: Vec<(&i64, &Sums)> = by_id.iter().collect();
-        ids.sort_unstable_by_key(|(id, _)| **id);
-        for (id, s) in ids {
-            b.sums_row(per.kind.as_str(), per.start, *id, s);
-            if let Some(c) = b.take_chunk() {
-                sink.send(c).await.db(format!("writing {sql}"))?;
-            }
-        }
-    }
-    sink.send(b.finish()).await.db(format!("writing {sql}"))?;
-    let written = sink.finish().await.db(format!("finishing {sql}"))?;
+    let written = copy_in(tx, &sql, super::swap::sums_chunks(&rows)).await?;
     Ok(written)
 }
 
-fn top_rows(rows: &[TopRow]) -> Vec<Bytes> {
+pub(crate) fn top_rows(rows: &[TopRow]) -> Vec<Bytes> {
     let mut b = CopyBuf::new();
     for r in rows {
         b.row(6);
@@ -363,7 +349,7 @@ fn top_rows(rows: &[TopRow]) -> Vec<Bytes> {
 
 impl Publication<'_> {
     /// The day range and the week and month starts, as SQL parameters.
-    fn bounds(
+    pub(crate) fn bounds(
         &self,
     ) -> (
         chrono::NaiveDate,

@@ -149,6 +149,11 @@ pub async fn export(db: &Database, req: &ExportRequest) -> Result<ExportReport> 
         .start()
         .await
         .db("starting the export")?;
+    // Before the snapshot: a swap publish in progress is waited out, and
+    // the next one waits for this read.
+    tx.batch_execute(crate::pipeline::swap::READ_LOCK)
+        .await
+        .db("locking the result tables for the export")?;
     let data = read_month(&tx, req).await?;
     tx.commit().await.db("ending the export's read")?;
     let (manifest, written) = super::export_write::write(req, &data)?;

@@ -146,6 +146,10 @@ pub async fn verify(db: &Database, scope: Scope, mode: Mode) -> Result<Verificat
         .start()
         .await
         .db("starting the verification")?;
+    // Before the snapshot, so a swap publish cannot land between two reads.
+    tx.batch_execute(crate::pipeline::swap::READ_LOCK)
+        .await
+        .db("locking the result tables for the verification")?;
     // The recount prices from the first play on; once retention dropped
     // plays, it would report differences that are only missing input.
     if matches!(mode, Mode::Full) {

@@ -147,3 +147,19 @@ pub async fn assert_matches_reference(c: &Client, what: &str) {
         "{what}: engine differs from sql/reference:\n{diff}"
     );
 }
+
+/// A digest of every published result row (and their count), to show that
+/// a run changed nothing.
+pub async fn results_digest(c: &Client) -> String {
+    c.query_one(
+        "SELECT (SELECT count(*) FROM settlement_video)::text || '/' || (SELECT count(*) FROM settlement_creator)::text
+                || '/' || (SELECT count(*) FROM top_videos)::text || ':' ||
+                coalesce((SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM settlement_video t), '-') ||
+                coalesce((SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM settlement_creator t), '-') ||
+                coalesce((SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM top_videos t), '-')",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}

@@ -1,0 +1,460 @@
+//! Publishing a big run by swapping tables. A run that rewrites most of the
+//! result tables (a first `--all`, a restatement of everything) builds their
+//! next versions on two connections of their own, each in its own
+//! transaction: `COPY ... FREEZE` into a table created in that transaction
+//! (no WAL at `wal_level=minimal`, no hint-bit rewrite later), the rows
+//! outside the run copied over, and the primary key built once after the
+//! load. The publishing transaction then only renames: it locks the four
+//! published tables, puts the next versions in place of the current ones
+//! and drops those, together with the ledger and the job record. Readers see
+//! the old tables or the new, never a mix.
+//!
+//! A nightly run rewrites a sliver of the tables and keeps the difference
+//! publish of [`super::publish`]; [`choose`] picks by size.
+//!
+//! A staged table left behind by a killed run is only a table named
+//! `*_next`: the current tables are untouched until the swap commits, and
+//! the next publish drops the leftover first.
+
+use tokio_postgres::{Client, Config, Transaction};
+
+use super::publish::{
+    copy_in, top_rows, CopyBuf, Publication, SumsTable, WriteStats, CREATOR, VIDEO,
+};
+use crate::error::{DbContext, Error, Result};
+use crate::pipeline::price::{PeriodRows, Sums};
+
+/// How a run publishes its rows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PublishMode {
+    /// Swap when the run rewrites most of the tables, else the difference.
+    #[default]
+    Auto,
+    /// Write only the rows that changed, in the publishing transaction.
+    Diff,
+    /// Build the tables anew on parallel connections and swap them in.
+    Swap,
+}
+
+/// Below this many new rows the difference publish is cheap whatever the
+/// tables hold (a nightly run of 100k videos writes ~300k).
+pub const SWAP_MIN_ROWS: u64 = 250_000;
+
+/// The tables a swap replaces, and each one's primary key columns.
+const SWAPPED: [(&str, &str); 3] = [
+    ("settlement_video", "period_kind, period_start, video_id"),
+    (
+        "settlement_creator",
+        "period_kind, period_start, creator_id",
+    ),
+    ("top_videos", "period_kind, period_start, metric, rank"),
+];
+
+/// The publish chosen, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Choice {
+    pub swap: bool,
+    pub why: String,
+}
+
+/// Picks the publish for `p`: a swap when the run writes at least
+/// [`SWAP_MIN_ROWS`] rows, the stored rows it would have to carry over
+/// (those outside its periods) are no more than it writes, and its own
+/// periods hold fewer than half as many stored rows (which a rerun mostly
+/// finds current); the difference otherwise, or when something hangs off the tables that a swap would
+/// leave behind (a view, a trigger, a foreign key, a rule, a policy).
+pub async fn choose(c: &Client, mode: PublishMode, p: &Publication<'_>) -> Result<Choice> {
+    if mode == PublishMode::Diff {
+        return Ok(choice(false, "asked for (--publish diff)"));
+    }
+    if let Some(why) = blocker(c).await? {
+        if mode == PublishMode::Swap {
+            return Err(Error::Usage(format!(
+                "--publish swap would drop {why}; publish with --publish diff (or auto), or remove it"
+            )));
+        }
+        return Ok(choice(false, &format!("a swap would drop {why}")));
+    }
+    if mode == PublishMode::Swap {
+        return Ok(choice(true, "asked for (--publish swap)"));
+    }
+    let new_rows = rows(&p.video) + rows(&p.creator);
+    if new_rows < SWAP_MIN_ROWS {
+        return Ok(choice(
+            false,
+            &format!("{new_rows} new rows, under {SWAP_MIN_ROWS}"),
+        ));
+    }
+    let (first, last, weeks, months) = p.bounds();
+    // Both counts stop at their limits: a nightly run must not scan the
+    // tables to learn that they are big.
+    let count = |inside: bool, limit: u64| {
+        let sql = format!(
+            "SELECT count(*) FROM (SELECT 1 FROM settlement_video s WHERE {}{IN_RUN} LIMIT $5) k",
+            if inside { "" } else { "NOT " }
+        );
+        let limit = limit as i64 + 1;
+        let (first, last, weeks, months) = (&first, &last, &weeks, &months);
+        async move {
+            c.query_one(&sql, &[first, last, weeks, months, &limit])
+                .await
+                .db("counting the stored result rows")
+                .map(|r| r.get::<_, i64>(0) as u64)
+        }
+    };
+    let kept = count(false, new_rows).await?;
+    if kept > new_rows {
+        return Ok(choice(
+            false,
+            &format!("more rows kept than written ({new_rows} written)"),
+        ));
+    }
+    // Stored rows of the run's own periods are mostly current on a rerun,
+    // and the difference then writes next to nothing.
+    let current = count(true, new_rows / 2).await?;
+    Ok(if current > new_rows / 2 {
+        choice(
+            false,
+            &format!("{new_rows} new rows, most of their periods already stored"),
+        )
+    } else {
+        choice(
+            true,
+            &format!("{new_rows} new rows, {kept} kept, {current} replaced"),
+        )
+    })
+}
+
+fn choice(swap: bool, why: &str) -> Choice {
+    Choice {
+        swap,
+        why: why.to_string(),
+    }
+}
+
+fn rows(r: &PeriodRows) -> u64 {
+    r.values().map(|m| m.len() as u64).sum()
+}
+
+/// A row of the run's periods, with `$1..$4` the publication's bounds.
+const IN_RUN: &str = "((s.period_kind = 'day' AND s.period_start BETWEEN $1 AND $2) \
+     OR (s.period_kind = 'week' AND s.period_start = ANY($3)) \
+     OR (s.period_kind = 'month' AND s.period_start = ANY($4)))";
+
+/// What depends on a swapped table by its identity rather than its name.
+async fn blocker(c: &Client) -> Result<Option<String>> {
+    let tables: Vec<&str> = SWAPPED.iter().map(|t| t.0).collect();
+    let row = c
+        .query_opt(
+            "SELECT c.relname::text || ': ' || concat_ws(', ', \
+                 CASE WHEN c.relhastriggers THEN 'a trigger' END, \
+                 CASE WHEN c.relhasrules THEN 'a rule' END, \
+                 CASE WHEN c.relrowsecurity THEN 'row security' END, \
+                 CASE WHEN c.relhassubclass THEN 'a child table' END, \
+                 CASE WHEN EXISTS (SELECT 1 FROM pg_depend d WHERE d.refobjid = c.oid \
+                                   AND d.classid = 'pg_rewrite'::regclass) THEN 'a view' END, \
+                 CASE WHEN EXISTS (SELECT 1 FROM pg_constraint k WHERE k.confrelid = c.oid) \
+                      THEN 'a foreign key' END) \
+             FROM pg_class c \
+             WHERE c.oid = ANY (SELECT to_regclass(t) FROM unnest($1::text[]) t) \
+               AND (c.relhastriggers OR c.relhasrules OR c.relrowsecurity OR c.relhassubclass \
+                    OR EXISTS (SELECT 1 FROM pg_depend d WHERE d.refobjid = c.oid \
+                               AND d.classid = 'pg_rewrite'::regclass) \
+                    OR EXISTS (SELECT 1 FROM pg_constraint k WHERE k.confrelid = c.oid)) \
+             ORDER BY 1 LIMIT 1",
+            &[&tables],
+        )
+        .await
+        .db("checking what depends on the result tables")?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Builds the next versions of the three result tables from `p` and the
+/// stored rows outside it, on two connections at once, and commits them
+/// as `*_next`. Nothing readers see changes until [`swap`].
+pub async fn stage(config: &Config, p: &mut Publication<'_>) -> Result<WriteStats> {
+    let bounds = p.bounds();
+    let (video, creator) = (std::mem::take(&mut p.video), std::mem::take(&mut p.creator));
+    let mut a = crate::db::connect(config).await?;
+    let mut b = crate::db::connect(config).await?;
+    let video_side = stage_sums(&mut a, &VIDEO, &video, &bounds);
+    let other_side = async {
+        let creator = stage_sums(&mut b, &CREATOR, &creator, &bounds).await?;
+        let top = stage_top(&mut b, p.top, &bounds).await?;
+        Ok::<_, Error>((creator, top))
+    };
+    let (v, (c, t)) = tokio::try_join!(video_side, other_side)?;
+    Ok(WriteStats {
+        video_rows: v.written,
+        creator_rows: c.written,
+        top_rows: t.written,
+        deleted_rows: v.replaced + c.replaced + t.replaced,
+        unchanged_rows: 0,
+        swapped: true,
+    })
+}
+
+type Bounds = (
+    chrono::NaiveDate,
+    chrono::NaiveDate,
+    Vec<chrono::NaiveDate>,
+    Vec<chrono::NaiveDate>,
+);
+
+/// One staged table: rows the run wrote, and current rows it replaces.
+struct Staged {
+    written: u64,
+    replaced: u64,
+}
+
+/// Opens the staging transaction of `table`: a fresh `table_next`, created
+/// here so that COPY may FREEZE it.
+async fn begin_stage<'c>(c: &'c mut Client, table: &str) -> Result<Transaction<'c>> {
+    let tx = c.transaction().await.db("starting a staging transaction")?;
+    tx.batch_execute(&format!(
+        "SET LOCAL synchronous_commit = off; \
+         DROP TABLE IF EXISTS {table}_next; \
+         CREATE TABLE {table}_next (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE)"
+    ))
+    .await
+    .db(format!("creating {table}_next"))?;
+    Ok(tx)
+}
+
+/// Carries the current rows outside the run over, keys and analyses the
+/// staged table, and commits it. Returns the current rows it replaces.
+async fn finish_stage(tx: Transaction<'_>, table: &str, key: &str, bounds: &Bounds) -> Result<u64> {
+    let (first, last, weeks, months) = bounds;
+    let kept = tx
+        .execute(
+            &format!("INSERT INTO {table}_next SELECT s.* FROM {table} s WHERE NOT {IN_RUN}"),
+            &[first, last, weeks, months],
+        )
+        .await
+        .db(format!(
+            "carrying the rows outside the run into {table}_next"
+        ))?;
+    let before: i64 = tx
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .db(format!("counting {table}"))?
+        .get(0);
+    tx.batch_execute(&format!(
+        "ALTER TABLE {table}_next ADD CONSTRAINT {table}_next_pkey PRIMARY KEY ({key}); \
+         ANALYZE {table}_next"
+    ))
+    .await
+    .db(format!(
+        "keying {table}_next (a duplicate key is a bug in the engine)"
+    ))?;
+    tx.commit().await.db(format!("committing {table}_next"))?;
+    Ok((before as u64).saturating_sub(kept))
+}
+
+async fn stage_sums(
+    c: &mut Client,
+    t: &SumsTable,
+    rows: &PeriodRows,
+    bounds: &Bounds,
+) -> Result<Staged> {
+    let tx = begin_stage(c, t.table).await?;
+    let sql = format!(
+        "COPY {}_next (period_kind, period_start, {}, views, watch_seconds, ad_views, video_amount, ad_amount, total_amount) \
+         FROM STDIN (FORMAT binary, FREEZE)",
+        t.table, t.key
+    );
+    let written = copy_in(&tx, &sql, sums_chunks(rows)).await?;
+    let key = SWAPPED
+        .iter()
+        .find(|s| s.0 == t.table)
+        .expect("a swapped table")
+        .1;
+    let replaced = finish_stage(tx, t.table, key, bounds).await?;
+    Ok(Staged { written, replaced })
+}
+
+async fn stage_top(c: &mut Client, top: &[super::top::TopRow], bounds: &Bounds) -> Result<Staged> {
+    let tx = begin_stage(c, "top_videos").await?;
+    let written = copy_in(
+        &tx,
+        "COPY top_videos_next (period_kind, period_start, metric, rank, video_id, value) FROM STDIN (FORMAT binary, FREEZE)",
+        top_rows(top),
+    )
+    .await?;
+    let replaced = finish_stage(tx, "top_videos", SWAPPED[2].1, bounds).await?;
+    Ok(Staged { written, replaced })
+}
+
+/// The binary COPY of `rows`, a chunk at a time, each period's rows in key
+/// order (so the primary key builds from nearly sorted input).
+pub(crate) fn sums_chunks(rows: &PeriodRows) -> impl Iterator<Item = bytes::Bytes> + '_ {
+    let mut rows = rows.iter().flat_map(|(per, by_id)| {
+        let mut ids: Vec<(&i64, &Sums)> = by_id.iter().collect();
+        ids.sort_unstable_by_key(|(id, _)| **id);
+        ids.into_iter().map(move |(id, s)| (*per, *id, *s))
+    });
+    let mut b = Some(CopyBuf::new());
+    std::iter::from_fn(move || {
+        let buf = b.as_mut()?;
+        for (per, id, s) in rows.by_ref() {
+            buf.sums_row(per.kind.as_str(), per.start, id, &s);
+            if let Some(c) = buf.take_chunk() {
+                return Some(c);
+            }
+        }
+        b.take().map(CopyBuf::finish)
+    })
+}
+
+/// Puts the staged tables in place of the current ones inside `tx`, the
+/// publishing transaction. It first takes every published table (the
+/// ledger too) exclusively: a reader that has touched any of them holds
+/// the swap back until it ends, so what it reads stays of one version.
+/// Grants on the current tables are carried to the new ones.
+pub async fn swap(tx: &Transaction<'_>) -> Result<()> {
+    lock_for_swap(tx).await?;
+    let mut missing = Vec::new();
+    for (t, _) in SWAPPED {
+        let there: bool = tx
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&format!("{t}_next")],
+            )
+            .await
+            .db("finding the staged tables")?
+            .get(0);
+        if !there {
+            missing.push(format!("{t}_next"));
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::Tool(format!(
+            "the staged table(s) {} vanished before the swap (dropped by hand?); nothing was published, run again",
+            missing.join(", ")
+        )));
+    }
+    for (t, _) in SWAPPED {
+        tx.batch_execute(&format!(
+            "DO $$ DECLARE g record; BEGIN \
+               FOR g IN SELECT a.privilege_type, a.grantee, a.is_grantable \
+                        FROM pg_class c, aclexplode(c.relacl) a \
+                        WHERE c.oid = '{t}'::regclass AND a.grantee <> c.relowner LOOP \
+                 EXECUTE format('GRANT %s ON {t}_next TO %s%s', g.privilege_type, \
+                   CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(g.grantee::regrole::text) END, \
+                   CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END); \
+               END LOOP; END $$; \
+             ALTER TABLE {t} RENAME TO {t}_prev; \
+             ALTER TABLE {t}_prev RENAME CONSTRAINT {t}_pkey TO {t}_prev_pkey; \
+             ALTER TABLE {t}_next RENAME TO {t}; \
+             ALTER TABLE {t} RENAME CONSTRAINT {t}_next_pkey TO {t}_pkey; \
+             DROP TABLE {t}_prev"
+        ))
+        .await
+        .db(format!("swapping in the new {t}"))?;
+    }
+    Ok(())
+}
+
+/// How long the swap keeps trying to lock the tables before it gives up.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Takes the four published tables exclusively. A reader's statement takes
+/// them one at a time in its own order, so waiting for all of them could
+/// deadlock with it, and the server would then cancel one side (perhaps
+/// the publish). Each try waits at most 200 ms, less than the server's
+/// deadlock check, then lets go of everything and tries again; meanwhile
+/// new readers queue behind the request, so the tables drain.
+async fn lock_for_swap(tx: &Transaction<'_>) -> Result<()> {
+    let t = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(20);
+    loop {
+        let tried = tx
+            .batch_execute(
+                "SAVEPOINT swap_lock; SET LOCAL lock_timeout = '200ms'; \
+                 LOCK TABLE settled_day, settlement_video, settlement_creator, top_videos IN ACCESS EXCLUSIVE MODE; \
+                 SET LOCAL lock_timeout = 0; RELEASE SAVEPOINT swap_lock",
+            )
+            .await;
+        match tried {
+            Ok(()) => return Ok(()),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT swap_lock")
+                    .await
+                    .db("retrying the swap's lock")?;
+                if t.elapsed() > LOCK_PATIENCE {
+                    return Err(Error::Tool(format!(
+                        "readers kept the result tables busy for {} s, so the swap could not lock them; \
+                         nothing was published: run again when they are quieter, or with --publish diff",
+                        LOCK_PATIENCE.as_secs()
+                    )));
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_millis(500));
+            }
+            Err(e) => return Err(e).db("locking the result tables for the swap"),
+        }
+    }
+}
+
+/// Drops staged tables a killed run left behind (the caller holds the run
+/// lock, so no publish is staging now).
+pub async fn drop_leftovers(c: &Client) -> Result<()> {
+    c.batch_execute(
+        "DROP TABLE IF EXISTS settlement_video_next, settlement_creator_next, top_videos_next",
+    )
+    .await
+    .db("dropping staged tables a killed run left")
+}
+
+/// The statement a reader's REPEATABLE READ transaction should begin with
+/// to read several result tables as of one publish: it waits out a swap in
+/// progress, and holds the next one back until the transaction ends (its
+/// snapshot is taken after the locks).
+pub const READ_LOCK: &str =
+    "LOCK TABLE settled_day, settlement_video, settlement_creator, top_videos IN ACCESS SHARE MODE";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::calendar::{Day, Period, PeriodKind};
+
+    /// Rows come out sorted by period, then key, as one binary COPY.
+    #[test]
+    fn sums_chunks_sort_each_period_by_key() {
+        let mut rows = PeriodRows::new();
+        for (start, ids) in [(20_000, vec![9_i64, 3, 7]), (19_990, vec![5, 1])] {
+            let per = Period {
+                kind: PeriodKind::Day,
+                start: Day(start),
+            };
+            let m = rows.entry(per).or_default();
+            for id in ids {
+                m.insert(
+                    id,
+                    Sums {
+                        views: id,
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+        let all: Vec<u8> = sums_chunks(&rows).flat_map(|c| c.to_vec()).collect();
+        let mut pos = crate::pipeline::read::header_len(&all).unwrap().unwrap();
+        let mut keys = Vec::new();
+        loop {
+            let fields = i16::from_be_bytes([all[pos], all[pos + 1]]);
+            pos += 2;
+            if fields == -1 {
+                break;
+            }
+            assert_eq!(fields, 9);
+            // kind (4 + 3), start (4 + 4), then the key.
+            pos += 4 + 3 + 4 + 4 + 4;
+            keys.push(i64::from_be_bytes(all[pos..pos + 8].try_into().unwrap()));
+            pos += 8 + 6 * 12;
+        }
+        assert_eq!(pos, all.len());
+        assert_eq!(keys, [1, 5, 3, 7, 9]);
+    }
+}
