@@ -164,14 +164,20 @@ impl fmt::Display for Diff {
 /// Compares the reference's result tables with the engine's (`public.*`)
 /// row for row, with EXCEPT in both directions. Run [`run`] first.
 pub async fn compare(client: &Client) -> Result<Diff> {
+    compare_schema(client, "reference").await
+}
+
+/// [`compare`] against the result tables of another schema, e.g. `peer`
+/// for the bench's DuckDB case (a constant, never user text).
+pub async fn compare_schema(client: &Client, schema: &'static str) -> Result<Diff> {
     let mut tables = Vec::with_capacity(TABLES.len());
     for table in &TABLES {
-        tables.push(compare_table(client, table).await?);
+        tables.push(compare_table(client, table, schema).await?);
     }
     Ok(Diff { tables })
 }
 
-async fn compare_table(client: &Client, table: &Table) -> Result<TableDiff> {
+async fn compare_table(client: &Client, table: &Table, schema: &str) -> Result<TableDiff> {
     let columns: Vec<&str> = table.key.iter().chain(table.values).copied().collect();
     let list = columns.join(", ");
     let as_text = |cols: &[&str]| {
@@ -181,8 +187,8 @@ async fn compare_table(client: &Client, table: &Table) -> Result<TableDiff> {
             .join(" || ' ' || ")
     };
     let sql = format!(
-        "WITH only_ref AS (SELECT {list} FROM reference.{t} EXCEPT SELECT {list} FROM public.{t}),
-              only_eng AS (SELECT {list} FROM public.{t} EXCEPT SELECT {list} FROM reference.{t}),
+        "WITH only_ref AS (SELECT {list} FROM {schema}.{t} EXCEPT SELECT {list} FROM public.{t}),
+              only_eng AS (SELECT {list} FROM public.{t} EXCEPT SELECT {list} FROM {schema}.{t}),
               both_sides AS (SELECT true AS is_ref, * FROM only_ref
                              UNION ALL
                              SELECT false, * FROM only_eng)
@@ -199,7 +205,7 @@ async fn compare_table(client: &Client, table: &Table) -> Result<TableDiff> {
         limit = SHOWN_ROWS_PER_TABLE,
     );
     let rows = client.query(sql.as_str(), &[]).await.db(format!(
-        "comparing reference.{0} with public.{0} (has the reference run?)",
+        "comparing {schema}.{0} with public.{0} (has the {schema} run?)",
         table.name
     ))?;
     let (mut only_in_reference, mut only_in_engine) = (0, 0);

@@ -245,6 +245,16 @@ pub(super) fn parse_summary(stdout: &[u8]) -> Result<RunSummary> {
         s.exact_path.late_rows = e.get("late_rows").and_then(|x| x.as_u64()).unwrap_or(0);
         s.exact_path.reread_rows = e.get("reread_rows").and_then(|x| x.as_u64()).unwrap_or(0);
     }
+    if let Some(m) = v.get("publish_method") {
+        let method = match m.get("method").and_then(|x| x.as_str()) {
+            Some("swap") => "swap",
+            _ => "diff",
+        };
+        s.publish_method = Some(crate::engine::PublishMethod {
+            method,
+            why: m.get("why").and_then(|x| x.as_str()).unwrap_or("").into(),
+        });
+    }
     if let Some(w) = v.get("written") {
         let n = |k: &str| w.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
         s.written.video_rows = n("video_rows");

@@ -11,11 +11,13 @@
 //!   aggregated: it splits run/floor into what the engine's reads cost and
 //!   what the settlement work adds;
 //! - (w) the write floor: (b)'s result rows copied into empty copies of
-//!   their tables in one transaction, which is what publishing them costs
-//!   the server with nothing left to compute. Publishing follows the last
-//!   read (a day's sums are final only once every partition is read) in one
-//!   backend, so no run that publishes its rows takes less than (a) + (w);
+//!   their tables in one transaction, which is what publishing them in one
+//!   backend costs the server with nothing left to compute (a swap publish
+//!   splits it over two connections);
 //! - (c) sql/reference/ on the same data;
+//! - (p) the peer: DuckDB 1.4.4 doing the whole SPEC through
+//!   postgres_scanner on the same cluster, results stored back and compared
+//!   with (b)'s (skipped, with install advice, without duckdb);
 //! - (d) one `--date` run of a day after the days before it were settled,
 //!   the nightly case.
 //!
@@ -30,6 +32,7 @@
 
 mod cases;
 mod cpu;
+pub mod peer;
 mod record;
 
 use std::path::{Path, PathBuf};
@@ -80,6 +83,20 @@ pub struct BenchArgs {
     /// A label for the record's file name.
     #[arg(long, default_value = "engine")]
     pub label: String,
+    /// Python for case (p), DuckDB through postgres_scanner: it needs
+    /// duckdb==1.4.4 and duckdb-ext-postgres (see docs/benchmarks.md);
+    /// without them the case is skipped with install advice.
+    #[arg(long, env = "SETTLE_PEER_PYTHON", default_value = "python3")]
+    pub peer_python: PathBuf,
+    /// Runs of case (p) (slow: minutes and ~10 GB at 100M rows).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub peer_runs: u32,
+    /// Skip case (p), the DuckDB peer.
+    #[arg(long)]
+    pub skip_peer: bool,
+    /// Skip case (d), the nightly --date run.
+    #[arg(long)]
+    pub skip_date: bool,
 }
 
 /// Runs the bench against `database` using the `settle` binary at `exe`.
@@ -121,7 +138,12 @@ pub async fn bench(
     if !args.skip_reference {
         b.reference_case(&mut rec).await?;
     }
-    b.date_case(&mut rec).await?;
+    if !args.skip_peer {
+        b.peer_case(&mut rec).await?;
+    }
+    if !args.skip_date {
+        b.date_case(&mut rec).await?;
+    }
     ratios(&mut rec);
     write_record(&rec, &args.results_dir)?;
     if let Some(n @ 1..) = rec.reference_differing_rows {
@@ -129,6 +151,12 @@ pub async fn bench(
             "the engine's results differ from sql/reference in {n} rows (listed above; the record \
              is written): a timing of wrong results means nothing. This is a bug in one of the \
              two; reproduce it on small data with the differential tests"
+        )));
+    }
+    if let Some(n @ 1..) = rec.peer_differing_rows {
+        return Err(Error::Tool(format!(
+            "the engine's results differ from the DuckDB peer's in {n} rows (listed above; the \
+             record is written): check the peer's script against sql/reference first"
         )));
     }
     Ok(rec)
@@ -362,6 +390,47 @@ impl Bench<'_> {
         Ok(())
     }
 
+    /// (p) the peer, and whether (b)'s rows equal its rows.
+    async fn peer_case(&self, rec: &mut BenchRecord) -> Result<()> {
+        if let Some(why) = peer::unavailable(&self.args.peer_python) {
+            (self.say)(&format!(
+                "case (p) skipped: {why}. To run it: {}",
+                peer::INSTALL
+            ));
+            rec.peer_skipped = Some(why);
+            return Ok(());
+        }
+        let (mut runs, mut cpu) = (Vec::new(), Vec::new());
+        for run in 0..self.args.peer_runs {
+            (self.say)(&format!(
+                "the DuckDB peer {}/{}",
+                run + 1,
+                self.args.peer_runs
+            ));
+            let m = self.meter.start(self.c).await?;
+            let (secs, r) = tokio::task::block_in_place(|| {
+                peer::run(&self.args.peer_python, self.database.config(), self.workers)
+            })?;
+            cpu.push(self.meter.since(self.c, m).await?);
+            runs.push(secs);
+            rec.peer_peak_rss_bytes = rec.peer_peak_rss_bytes.max(r.peak_rss_bytes);
+            rec.peer_last_run = Some(r);
+        }
+        (self.say)("comparing (b)'s results with the peer's");
+        let diff = crate::tools::reference::compare_schema(self.c, "peer").await?;
+        if !diff.is_empty() {
+            (self.say)(&diff.to_string());
+        }
+        rec.peer_differing_rows = Some(diff.differing_rows());
+        self.c
+            .batch_execute("DROP SCHEMA IF EXISTS peer CASCADE")
+            .await
+            .db("dropping the peer's tables")?;
+        rec.peer = Some(Stats::of(runs));
+        rec.cpu.peer = Some(Cpu::of(&cpu));
+        Ok(())
+    }
+
     /// (d) the nightly case: days before D settled, then D alone.
     async fn date_case(&self, rec: &mut BenchRecord) -> Result<()> {
         let (first, last_day) = data_days(self.c).await?;
@@ -436,6 +505,10 @@ fn record_rounds(rec: &mut BenchRecord, runs: RoundRuns, last: RunSummary, worke
     rec.cpu.engine_all = Cpu::of(&runs.engine_cpu);
     rec.partitions = last.partitions;
     rec.engine_rows_written = last.written.video_rows + last.written.creator_rows;
+    rec.engine_publish_method = last
+        .publish_method
+        .as_ref()
+        .map_or("-".into(), |m| m.method.to_string());
     rec.exact_path_seeds = last.exact_path.seeds;
     rec.exact_path_late_rows = last.exact_path.late_rows;
     rec.exact_path_reread_rows = last.exact_path.reread_rows;
@@ -459,6 +532,10 @@ fn ratios(rec: &mut BenchRecord) {
         .as_ref()
         .map(|r| r.median_s / rec.engine_all.median_s);
     rec.ratio_date_over_all = rec.engine_date.median_s / rec.engine_all.median_s;
+    rec.ratio_peer_over_run = rec
+        .peer
+        .as_ref()
+        .map(|r| r.median_s / rec.engine_all.median_s);
 }
 
 /// The URL a subprocess should use for `database`.

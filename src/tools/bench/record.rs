@@ -89,6 +89,17 @@ pub struct BenchRecord {
     /// settlement_video and settlement_creator rows (b)'s last run wrote.
     pub engine_rows_written: u64,
     pub reference: Option<Stats>,
+    /// (p): DuckDB doing the whole SPEC through postgres_scanner.
+    pub peer: Option<Stats>,
+    /// Why (p) did not run, when it did not.
+    pub peer_skipped: Option<String>,
+    pub peer_last_run: Option<super::peer::PeerRun>,
+    pub peer_peak_rss_bytes: u64,
+    /// Rows that differ between (b)'s results and (p)'s; `None` without (p).
+    pub peer_differing_rows: Option<u64>,
+    pub ratio_peer_over_run: Option<f64>,
+    /// How (b)'s last run published (`swap` or `diff`).
+    pub engine_publish_method: String,
     pub date_setup_s: f64,
     pub date_day: String,
     pub engine_date: Stats,
@@ -157,6 +168,7 @@ pub struct CpuRecord {
     pub engine_reads: Cpu,
     pub write_floor: Cpu,
     pub reference: Option<Cpu>,
+    pub peer: Option<Cpu>,
     pub engine_date: Cpu,
 }
 
@@ -290,6 +302,17 @@ pub fn markdown(r: &BenchRecord) -> String {
             x
         ));
     }
+    if let (Some(s), Some(x)) = (&r.peer, r.ratio_peer_over_run) {
+        o.push_str(&format!(
+            "| (p) the peer: DuckDB 1.4.4 + postgres_scanner, the whole SPEC, {} threads, results stored back | {} | peer/run = **{:.2}**; peak RSS {} |\n",
+            r.workers,
+            fmt(s),
+            x,
+            crate::report::mib(r.peer_peak_rss_bytes)
+        ));
+    } else if let Some(why) = &r.peer_skipped {
+        o.push_str(&format!("| (p) the DuckDB peer | skipped: {why} | |\n"));
+    }
     o.push_str(&format!(
         "| (d) settle run --date {} (after settling the days before it in {:.1} s) | {} | date/all = **{:.3}** |\n\n",
         r.date_day,
@@ -298,9 +321,10 @@ pub fn markdown(r: &BenchRecord) -> String {
         r.ratio_date_over_all
     ));
     o.push_str(&format!(
-        "- engine: {:.1} ns per row end to end; peak RSS {}; last run's phases: read+aggregate {:.2} s, exact path {:.2} s, settle {:.2} s, write {:.2} s, publish {:.2} s\n",
+        "- engine: {:.1} ns per row end to end; peak RSS {}; published by {}; last run's phases: read+aggregate {:.2} s, exact path {:.2} s, settle {:.2} s, write {:.2} s, publish {:.2} s\n",
         r.engine_ns_per_row,
         crate::report::mib(r.engine_peak_rss_bytes),
+        r.engine_publish_method,
         r.engine_phases_last_run.read_aggregate_s,
         r.engine_phases_last_run.exact_path_s,
         r.engine_phases_last_run.settle_s,
@@ -327,16 +351,21 @@ pub fn markdown(r: &BenchRecord) -> String {
         r.date_rows_read, r.date_lookback_rows
     ));
     o.push_str(&format!(
-        "- a run publishes after its last read (a day's sums are final only once every partition is \
-         read), in one transaction and so one backend: one that publishes all its rows takes at least \
-         (a) + (w), run/floor ≥ {:.2}, even were its reads to cost what the floor costs and its own \
-         work nothing\n",
+        "- (a) + (w) = {:.2} × the floor bounds a run that publishes in one backend after its last read; \
+         a swap publish stages the tables on two connections and may beat it\n",
         r.bound_run_over_floor
     ));
     match r.reference_differing_rows {
         Some(0) => o.push_str("- (b)'s published rows equal (c)'s, row for row\n"),
         Some(n) => o.push_str(&format!(
             "- **(b)'s published rows differ from (c)'s in {n} rows**\n"
+        )),
+        None => {}
+    }
+    match r.peer_differing_rows {
+        Some(0) => o.push_str("- (b)'s published rows equal (p)'s, row for row\n"),
+        Some(n) => o.push_str(&format!(
+            "- **(b)'s published rows differ from (p)'s in {n} rows**\n"
         )),
         None => {}
     }
@@ -381,6 +410,9 @@ pub(super) fn cpu_table(r: &BenchRecord) -> String {
     row("(w) the write floor", &c.write_floor);
     if let Some(x) = &c.reference {
         row("(c) sql/reference", x);
+    }
+    if let Some(x) = &c.peer {
+        row("(p) the DuckDB peer", x);
     }
     row("(d) settle run --date", &c.engine_date);
     o
