@@ -86,6 +86,16 @@ pub async fn bench(
                 settle_datagen::bench_vs_pgbench(&args, database.config(), &results_dir).await?;
             println!("{}", serde_json::to_string_pretty(&rec)?);
         }
+        None if args.scale => {
+            let url = settle::tools::bench::url_for(database, conn.database_url.as_deref());
+            let exe = std::env::current_exe().context("locating the settle binary")?;
+            let rec = settle::tools::bench::scale::scale(database, &url, &exe, args, &|m| {
+                eprintln!("bench: {m}")
+            })
+            .await?;
+            print!("{}", settle::tools::bench::scale::markdown(&rec));
+            eprintln!("bench: plot in {}", rec.plot);
+        }
         None => {
             let url = settle::tools::bench::url_for(database, conn.database_url.as_deref());
             let exe = std::env::current_exe().context("locating the settle binary")?;
@@ -93,6 +103,7 @@ pub async fn bench(
                 eprintln!("bench: {m}")
             })
             .await?;
+            eprintln!("bench: wrote {} (and .json)", rec.written_to);
             print!("{}", settle::tools::bench::markdown(&rec));
         }
     }

@@ -33,7 +33,9 @@
 mod cases;
 mod cpu;
 pub mod peer;
+mod plot;
 mod record;
+pub mod scale;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -97,6 +99,22 @@ pub struct BenchArgs {
     /// Skip case (d), the nightly --date run.
     #[arg(long)]
     pub skip_date: bool,
+    /// Run the cost curve instead: `settle datagen` at every --scale-rows
+    /// (replacing the log each time), then (a), (b), (b') and (w) on it;
+    /// records ns/row, run/floor, peak RSS and rows written per size, and
+    /// plots them into results/scale-*.svg.
+    #[arg(long)]
+    pub scale: bool,
+    /// Row counts of the curve (sizes without the disk for them are skipped).
+    #[arg(long, value_delimiter = ',', default_values_t = [10_000_000u64, 30_000_000, 100_000_000])]
+    pub scale_rows: Vec<u64>,
+    /// Catalogue sizes: the first at every row count, the others at the
+    /// largest.
+    #[arg(long, value_delimiter = ',', default_values_t = [100_000u64, 1_000_000])]
+    pub scale_videos: Vec<u64>,
+    /// With --scale: replace a log that settle did not generate.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// Runs the bench against `database` using the `settle` binary at `exe`.
@@ -145,7 +163,7 @@ pub async fn bench(
         b.date_case(&mut rec).await?;
     }
     ratios(&mut rec);
-    write_record(&rec, &args.results_dir)?;
+    rec.written_to = write_record(&rec, &args.results_dir)?;
     if let Some(n @ 1..) = rec.reference_differing_rows {
         return Err(Error::Tool(format!(
             "the engine's results differ from sql/reference in {n} rows (listed above; the record \

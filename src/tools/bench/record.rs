@@ -131,6 +131,9 @@ pub struct BenchRecord {
     pub reference_differing_rows: Option<u64>,
     /// Median CPU seconds per run of each case.
     pub cpu: CpuRecord,
+    /// Where the record was written (its markdown).
+    #[serde(skip)]
+    pub written_to: String,
 }
 
 /// Median CPU seconds of one case's runs.
@@ -211,7 +214,7 @@ pub(super) fn machine() -> String {
     format!("{cores} cores, {} GiB, {cpu}", mem / 1024 / 1024)
 }
 
-pub(super) fn write_record(rec: &BenchRecord, dir: &Path) -> Result<()> {
+pub(super) fn write_record(rec: &BenchRecord, dir: &Path) -> Result<String> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
@@ -221,8 +224,7 @@ pub(super) fn write_record(rec: &BenchRecord, dir: &Path) -> Result<()> {
         .map_err(|e| Error::io("writing the bench record", e))?;
     std::fs::write(base.with_extension("md"), markdown(rec))
         .map_err(|e| Error::io("writing the bench table", e))?;
-    eprintln!("bench: wrote {}.{{json,md}}", base.display());
-    Ok(())
+    Ok(base.with_extension("md").display().to_string())
 }
 
 pub fn markdown(r: &BenchRecord) -> String {
