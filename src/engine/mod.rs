@@ -425,13 +425,25 @@ async fn execute(
 
     // Write and publish in one transaction, with the job record.
     obs.event(&Event::Phase(Phase::Write));
-    let how = publish::How {
+    publish::publish(
+        repo,
+        priced,
+        (first, last),
+        rec,
+        how(database, opts),
+        &mut summary,
+    )
+    .await?;
+    Ok(finish(repo, summary, t0).await)
+}
+
+/// How this run publishes.
+fn how<'a>(database: &'a Database, opts: &RunOptions) -> publish::How<'a> {
+    publish::How {
         config: database.config(),
         mode: opts.publish,
         pause_before_swap: opts.pause_before_swap,
-    };
-    publish::publish(repo, priced, (first, last), rec, how, &mut summary).await?;
-    Ok(finish(repo, summary, t0).await)
+    }
 }
 
 /// The exact path, still inside the snapshot, which it then closes.
