@@ -137,18 +137,6 @@ async fn wait_for_completed_partitions(child: &mut Child, c: &Client, n: usize) 
     .await
 }
 
-async fn settled_days(c: &Client) -> Vec<(String, Option<i64>)> {
-    c.query(
-        "SELECT day::text, execution_id FROM settled_day ORDER BY day",
-        &[],
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect()
-}
-
 /// `settle history --json` as (execution id, status) pairs, newest first.
 async fn history(url: &str) -> Vec<(i64, String)> {
     let o = settle_ok(url, &["history", "--json"]).await;

@@ -168,7 +168,7 @@ async fn sigkill_mid_publish_leaves_the_old_rows() {
     load_hard_data(&c, 0.43, 4000, Order::Logged).await;
     settle_ok(&db.url, &["run", "--all"]).await;
     let old = results_digest(&c).await;
-    let old_ledger: Vec<(String, i64)> = ledger(&c).await;
+    let old_ledger = settled_days(&c).await;
     c.batch_execute("DELETE FROM viewing_log WHERE id % 3 = 0")
         .await
         .unwrap();
@@ -203,7 +203,11 @@ async fn sigkill_mid_publish_leaves_the_old_rows() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(9));
     assert_eq!(results_digest(&c).await, old, "the old rows are published");
-    assert_eq!(ledger(&c).await, old_ledger, "the ledger is the old one");
+    assert_eq!(
+        settled_days(&c).await,
+        old_ledger,
+        "the ledger is the old one"
+    );
     assert_eq!(
         staged_tables(&c).await,
         3,
@@ -218,18 +222,6 @@ async fn sigkill_mid_publish_leaves_the_old_rows() {
     assert!(["swap", "diff"].contains(&method(&o).as_str()));
     assert_matches_reference(&c, "the run after a killed swap").await;
     db.drop_db().await;
-}
-
-async fn ledger(c: &Client) -> Vec<(String, i64)> {
-    c.query(
-        "SELECT day::text, coalesce(execution_id, 0) FROM settled_day ORDER BY day",
-        &[],
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect()
 }
 
 /// A full run publishes by swap, the nightly runs after it by difference,

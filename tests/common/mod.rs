@@ -163,3 +163,16 @@ pub async fn results_digest(c: &Client) -> String {
     .unwrap()
     .get(0)
 }
+
+/// The ledger: each settled day and the execution that settled it.
+pub async fn settled_days(c: &Client) -> Vec<(String, Option<i64>)> {
+    c.query(
+        "SELECT day::text, execution_id FROM settled_day ORDER BY day",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
