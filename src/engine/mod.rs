@@ -290,20 +290,7 @@ async fn execute(
 ) -> Result<RunSummary> {
     let t0 = Instant::now();
     obs.event(&Event::Phase(Phase::Plan));
-    let mut summary = RunSummary {
-        execution_id: exec.id,
-        attempt: exec.attempt,
-        restarted_from: exec.restart_of,
-        requested: opts.requested.key(),
-        workers: if opts.remote {
-            opts.workers
-        } else {
-            opts.workers.max(1)
-        },
-        streams: opts.streams.max(1),
-        remote: opts.remote,
-        ..Default::default()
-    };
+    let mut summary = new_summary(opts, exec);
 
     let Snapshot {
         client: snap,
@@ -435,6 +422,25 @@ async fn execute(
     )
     .await?;
     Ok(finish(repo, summary, t0).await)
+}
+
+/// The summary as the run starts: who it is and how it reads.
+fn new_summary(opts: &RunOptions, exec: &jobs::Execution) -> RunSummary {
+    RunSummary {
+        execution_id: exec.id,
+        attempt: exec.attempt,
+        restarted_from: exec.restart_of,
+        requested: opts.requested.key(),
+        // A remote run may leave every partition to the workers.
+        workers: if opts.remote {
+            opts.workers
+        } else {
+            opts.workers.max(1)
+        },
+        streams: opts.streams.max(1),
+        remote: opts.remote,
+        ..Default::default()
+    }
 }
 
 /// How this run publishes.
