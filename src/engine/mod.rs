@@ -360,8 +360,10 @@ async fn execute(
         primary: database.config().clone(),
     });
     let work = (plan.as_slice(), kept, todo.as_slice());
-    let mut merged =
-        read_partitions(&*repo, exec.id, opts, inputs, remote_in, work, stop, obs).await?;
+    let read = read_partitions(&*repo, exec.id, opts, inputs, remote_in, work, stop, obs);
+    // Both run to the end: a failed history read must not orphan the readers.
+    let (merged, early) = tokio::join!(read, early_history(&*repo, opts, &days));
+    let mut merged = merged?;
     summary.partition_timings = std::mem::take(&mut merged.timings);
     summary.phases.read_aggregate_s = t_read.elapsed().as_secs_f64();
     tracing::debug!(peak_rss_mib = peak_rss_bytes() >> 20, "after read");
@@ -400,7 +402,11 @@ async fn execute(
         publish::complete_empty(&*repo, rec, &mut summary).await?;
         return Ok(finish(repo, summary, t0).await);
     };
-    let priced = publish::price(&*repo, totals, (first, last), days.settled, &catalog).await?;
+    let history = match early? {
+        Some(h) => h,
+        None => publish::history(&*repo, (first, last), days.settled).await?,
+    };
+    let priced = publish::price(totals, history, &catalog);
     for n in &priced.notes {
         obs.event(&Event::Note(n.clone()));
     }
@@ -440,6 +446,21 @@ fn new_summary(opts: &RunOptions, exec: &jobs::Execution) -> RunSummary {
         streams: opts.streams.max(1),
         remote: opts.remote,
         ..Default::default()
+    }
+}
+
+/// The stored history, read while the readers work, for a run whose days
+/// are fixed before the read (`--all` learns its days from the read).
+async fn early_history(
+    repo: &Client,
+    opts: &RunOptions,
+    days: &scope::Days,
+) -> Result<Option<publish::History>> {
+    match (&opts.requested, days.first, days.last) {
+        (Requested::All, _, _) | (_, None, _) | (_, _, None) => Ok(None),
+        (_, Some(first), Some(last)) => publish::history(repo, (first, last), days.settled)
+            .await
+            .map(Some),
     }
 }
 

@@ -28,23 +28,33 @@ pub(crate) struct Priced {
     pub notes: Vec<Note>,
 }
 
-/// Prices `first..=last` from the merged totals and the stored history,
-/// and rolls the days up into every week and month they touch.
-pub(crate) async fn price(
+/// What pricing needs from the stored results: the tier history before the
+/// run, and the stored rows of the weeks and months it shares with settled
+/// days outside it. It depends only on the run's days and the ledger (which
+/// the run lock keeps still), so a run whose days are known before the read
+/// fetches it while the readers work.
+pub(crate) struct History {
+    first: Day,
+    last: Day,
+    prior: price::Prior,
+    periods: Vec<Period>,
+    partial: Vec<(Period, price::Rebase)>,
+    old_days: PeriodRows,
+    old_periods: PeriodRows,
+}
+
+/// Reads the stored history that pricing `first..=last` needs.
+pub(crate) async fn history(
     repo: &Client,
-    totals: Totals,
     (first, last): (Day, Day),
     settled: Option<(Day, Day)>,
-    catalog: &Catalog,
-) -> Result<Priced> {
+) -> Result<History> {
     let t = Instant::now();
     let prior = ledger::prior(repo, first).await?;
     tracing::debug!(
         secs = t.elapsed().as_secs_f64(),
         "settle: tier history read"
     );
-    let day_rows = price::price_days(&totals, first, last, catalog, &prior);
-    drop(totals);
     let periods = price::touched_periods(first, last);
     // Only weeks and months partly outside the run need stored rows, and
     // stored rows exist only on settled days outside the run.
@@ -77,6 +87,30 @@ pub(crate) async fn price(
         days = stored_days.len(),
         "settle: stored rows read"
     );
+    Ok(History {
+        first,
+        last,
+        prior,
+        periods,
+        partial,
+        old_days,
+        old_periods,
+    })
+}
+
+/// Prices the run's days from the merged totals and the stored history,
+/// and rolls the days up into every week and month they touch.
+pub(crate) fn price(totals: Totals, h: History, catalog: &Catalog) -> Priced {
+    let (first, last) = (h.first, h.last);
+    let day_rows = price::price_days(&totals, first, last, catalog, &h.prior);
+    drop(totals);
+    let History {
+        periods,
+        partial,
+        old_days,
+        old_periods,
+        ..
+    } = h;
     let mut video = price::roll_up(
         &day_rows,
         &old_days,
@@ -86,20 +120,19 @@ pub(crate) async fn price(
         (first, last),
     );
     video.extend(day_rows);
-    tracing::debug!(secs = t.elapsed().as_secs_f64(), "settle: rolled up");
     let (creator, unattributed) = price::creators(&video, catalog);
     let mut notes = Vec::new();
     if unattributed > 0 {
         notes.push(Note::Unattributed { rows: unattributed });
     }
     let top = top::rank(&video);
-    Ok(Priced {
+    Priced {
         periods,
         video,
         creator,
         top,
         notes,
-    })
+    }
 }
 
 /// What the publish transaction records besides the rows.
