@@ -286,10 +286,15 @@ async fn stage_top(c: &mut Client, top: &[super::top::TopRow], bounds: &Bounds) 
     Ok(Staged { written, replaced })
 }
 
-/// The binary COPY of `rows`, a chunk at a time, each period's rows in key
-/// order (so the primary key builds from nearly sorted input).
+/// The binary COPY of `rows`, a chunk at a time, in primary-key order:
+/// periods by the key's text kind ('day' < 'month' < 'week', not the enum's
+/// day, week, month) and start, each period's rows by id. A primary key
+/// built on sorted input skips most of its sort (PostgreSQL's quicksort
+/// checks for sorted runs first).
 pub(crate) fn sums_chunks(rows: &PeriodRows) -> impl Iterator<Item = bytes::Bytes> + '_ {
-    let mut rows = rows.iter().flat_map(|(per, by_id)| {
+    let mut periods: Vec<_> = rows.iter().collect();
+    periods.sort_by_key(|(p, _)| (p.kind.as_str(), p.start));
+    let mut rows = periods.into_iter().flat_map(|(per, by_id)| {
         let mut ids: Vec<(&i64, &Sums)> = by_id.iter().collect();
         ids.sort_unstable_by_key(|(id, _)| **id);
         ids.into_iter().map(move |(id, s)| (*per, *id, *s))
@@ -364,7 +369,10 @@ const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(600);
 /// deadlock with it, and the server would then cancel one side (perhaps
 /// the publish). Each try waits at most 200 ms, less than the server's
 /// deadlock check, then lets go of everything and tries again; meanwhile
-/// new readers queue behind the request, so the tables drain.
+/// new readers queue behind the request, so the tables drain. The order is
+/// `READ_LOCK`'s, and a query's that names the results before the ledger:
+/// settled_day first livelocked against a reader looping over such a query
+/// (each try caught it holding the results and waiting for settled_day).
 async fn lock_for_swap(tx: &Transaction<'_>) -> Result<()> {
     let t = std::time::Instant::now();
     let mut pause = std::time::Duration::from_millis(20);
@@ -372,7 +380,7 @@ async fn lock_for_swap(tx: &Transaction<'_>) -> Result<()> {
         let tried = tx
             .batch_execute(
                 "SAVEPOINT swap_lock; SET LOCAL lock_timeout = '200ms'; \
-                 LOCK TABLE settled_day, settlement_video, settlement_creator, top_videos IN ACCESS EXCLUSIVE MODE; \
+                 LOCK TABLE settlement_video, settlement_creator, top_videos, settled_day IN ACCESS EXCLUSIVE MODE; \
                  SET LOCAL lock_timeout = 0; RELEASE SAVEPOINT swap_lock",
             )
             .await;
@@ -412,7 +420,7 @@ pub async fn drop_leftovers(c: &Client) -> Result<()> {
 /// progress, and holds the next one back until the transaction ends (its
 /// snapshot is taken after the locks).
 pub const READ_LOCK: &str =
-    "LOCK TABLE settled_day, settlement_video, settlement_creator, top_videos IN ACCESS SHARE MODE";
+    "LOCK TABLE settlement_video, settlement_creator, top_videos, settled_day IN ACCESS SHARE MODE";
 
 #[cfg(test)]
 mod tests {
