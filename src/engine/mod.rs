@@ -456,11 +456,13 @@ async fn early_history(
     opts: &RunOptions,
     days: &scope::Days,
 ) -> Result<Option<publish::History>> {
-    match (&opts.requested, days.first, days.last) {
-        (Requested::All, _, _) | (_, None, _) | (_, _, None) => Ok(None),
-        (_, Some(first), Some(last)) => publish::history(repo, (first, last), days.settled)
-            .await
-            .map(Some),
+    match (days.first, days.last) {
+        (Some(first), Some(last)) if !matches!(opts.requested, Requested::All) => {
+            publish::history(repo, (first, last), days.settled)
+                .await
+                .map(Some)
+        }
+        _ => Ok(None),
     }
 }
 

@@ -361,6 +361,14 @@ pub async fn swap(tx: &Transaction<'_>) -> Result<()> {
     Ok(())
 }
 
+/// The published tables in the one order both the swap and `READ_LOCK`
+/// lock them: the results, then the ledger (see `lock_for_swap`).
+macro_rules! published_in_lock_order {
+    () => {
+        "settlement_video, settlement_creator, top_videos, settled_day"
+    };
+}
+
 /// How long the swap keeps trying to lock the tables before it gives up.
 const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -370,7 +378,7 @@ const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(600);
 /// the publish). Each try waits at most 200 ms, less than the server's
 /// deadlock check, then lets go of everything and tries again; meanwhile
 /// new readers queue behind the request, so the tables drain. The order is
-/// `READ_LOCK`'s, and a query's that names the results before the ledger:
+/// `READ_LOCK`'s too, and a query's that names the results before the ledger:
 /// settled_day first livelocked against a reader looping over such a query
 /// (each try caught it holding the results and waiting for settled_day).
 async fn lock_for_swap(tx: &Transaction<'_>) -> Result<()> {
@@ -379,9 +387,11 @@ async fn lock_for_swap(tx: &Transaction<'_>) -> Result<()> {
     loop {
         let tried = tx
             .batch_execute(
-                "SAVEPOINT swap_lock; SET LOCAL lock_timeout = '200ms'; \
-                 LOCK TABLE settlement_video, settlement_creator, top_videos, settled_day IN ACCESS EXCLUSIVE MODE; \
-                 SET LOCAL lock_timeout = 0; RELEASE SAVEPOINT swap_lock",
+                concat!(
+                    "SAVEPOINT swap_lock; SET LOCAL lock_timeout = '200ms'; LOCK TABLE ",
+                    published_in_lock_order!(),
+                    " IN ACCESS EXCLUSIVE MODE; SET LOCAL lock_timeout = 0; RELEASE SAVEPOINT swap_lock"
+                ),
             )
             .await;
         match tried {
@@ -419,8 +429,11 @@ pub async fn drop_leftovers(c: &Client) -> Result<()> {
 /// to read several result tables as of one publish: it waits out a swap in
 /// progress, and holds the next one back until the transaction ends (its
 /// snapshot is taken after the locks).
-pub const READ_LOCK: &str =
-    "LOCK TABLE settlement_video, settlement_creator, top_videos, settled_day IN ACCESS SHARE MODE";
+pub const READ_LOCK: &str = concat!(
+    "LOCK TABLE ",
+    published_in_lock_order!(),
+    " IN ACCESS SHARE MODE"
+);
 
 #[cfg(test)]
 mod tests {
