@@ -406,27 +406,25 @@ async fn execute(
         Some(h) => h,
         None => publish::history(&*repo, (first, last), days.settled).await?,
     };
-    let priced = publish::price(totals, history, &catalog);
-    for n in &priced.notes {
-        obs.event(&Event::Note(n.clone()));
-    }
     summary.phases.settle_s = t_settle.elapsed().as_secs_f64();
-    tracing::debug!(peak_rss_mib = peak_rss_bytes() >> 20, "after settle");
     if stop.load(Ordering::SeqCst) {
         return Err(Error::Stopped);
     }
-
-    // Write and publish in one transaction, with the job record.
-    obs.event(&Event::Phase(Phase::Write));
-    publish::publish(
+    // Settle, then write and publish in one transaction with the job
+    // record (a big run settles while it writes).
+    let notes = publish::settle_and_publish(
         repo,
-        priced,
-        (first, last),
+        (totals, history),
+        &catalog,
         rec,
         how(database, opts),
         &mut summary,
+        obs,
     )
     .await?;
+    for n in &notes {
+        obs.event(&Event::Note(n.clone()));
+    }
     Ok(finish(repo, summary, t0).await)
 }
 

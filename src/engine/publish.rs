@@ -2,11 +2,12 @@
 //! up into weeks, months and creators, rank, and publish everything with
 //! the job record in one transaction.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio_postgres::Client;
 
-use super::events::Note;
+use super::events::{Event, Note, Observer, Phase};
 use super::summary::{counts_of, finish_summary, PublishMethod, RunSummary};
 use crate::error::{DbContext, Result};
 use crate::jobs::{self, changes, ledger};
@@ -14,8 +15,9 @@ use crate::pipeline::aggregate::Counts;
 use crate::pipeline::catalog::Catalog;
 use crate::pipeline::price::{self, PeriodRows};
 use crate::pipeline::publish::{self, Publication, WriteStats};
+use crate::pipeline::settle::{self, Stored};
 use crate::pipeline::swap::{self, PublishMode};
-use crate::pipeline::top::{self, TopRow};
+use crate::pipeline::top::TopRow;
 use crate::pipeline::totals::Totals;
 use crate::rules::calendar::{Day, Period};
 
@@ -98,41 +100,52 @@ pub(crate) async fn history(
     })
 }
 
-/// Prices the run's days from the merged totals and the stored history,
-/// and rolls the days up into every week and month they touch.
-pub(crate) fn price(totals: Totals, h: History, catalog: &Catalog) -> Priced {
-    let (first, last) = (h.first, h.last);
-    let day_rows = price::price_days(&totals, first, last, catalog, &h.prior);
-    drop(totals);
-    let History {
-        periods,
-        partial,
-        old_days,
-        old_periods,
-        ..
-    } = h;
-    let mut video = price::roll_up(
-        &day_rows,
-        &old_days,
-        &old_periods,
-        &periods,
-        &partial,
-        (first, last),
-    );
-    video.extend(day_rows);
-    let (creator, unattributed) = price::creators(&video, catalog);
-    let mut notes = Vec::new();
-    if unattributed > 0 {
-        notes.push(Note::Unattributed { rows: unattributed });
+impl History {
+    fn stored(&self) -> Stored<'_> {
+        Stored {
+            prior: &self.prior,
+            partial: &self.partial,
+            old_days: &self.old_days,
+            old_periods: &self.old_periods,
+        }
     }
-    let top = top::rank(&video);
+}
+
+/// Prices the run's days from the merged totals and the stored history,
+/// and rolls the days up into every week and month they touch, all held
+/// (for the difference publish, which compares them with the stored rows).
+pub(crate) fn price(totals: Totals, h: History, catalog: &Catalog) -> Priced {
+    let (mut video, mut creator, mut top) = (PeriodRows::new(), PeriodRows::new(), Vec::new());
+    let unattributed = settle::settle(totals, (h.first, h.last), &h.stored(), catalog, |b| {
+        video.insert(b.period, b.video.into_iter().collect());
+        creator.insert(b.period, b.creator.into_iter().collect());
+        top.extend(b.top);
+        true
+    });
     Priced {
-        periods,
+        periods: h.periods,
         video,
         creator,
         top,
-        notes,
+        notes: unattributed_note(unattributed),
     }
+}
+
+fn unattributed_note(rows: u64) -> Vec<Note> {
+    if rows > 0 {
+        vec![Note::Unattributed { rows }]
+    } else {
+        Vec::new()
+    }
+}
+
+/// The run's video rows of days: what the publish choice goes by.
+fn day_rows(totals: &Totals) -> u64 {
+    let mut n = 0;
+    for cells in totals.days.values() {
+        cells.for_each(|_, c| n += u64::from(c.views != 0));
+    }
+    n
 }
 
 /// What the publish transaction records besides the rows.
@@ -155,21 +168,74 @@ pub(crate) struct How<'a> {
     pub pause_before_swap: std::time::Duration,
 }
 
-/// Writes the rows, marks the days settled and completes the execution,
-/// all in one transaction: readers see the old results or the new, never a
-/// mix. A big run stages whole new tables first, in parallel and outside
-/// that transaction, which then only swaps them in.
-pub(crate) async fn publish(
+/// Settles the run and publishes it: writes the rows, marks the days
+/// settled and completes the execution, all in one transaction, so readers
+/// see the old results or the new, never a mix. A big run settles while
+/// it stages whole new tables, in parallel and outside that transaction,
+/// which then only swaps them in; a small one is settled whole and its
+/// difference written. Returns the notes settling made.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn settle_and_publish(
     repo: &mut Client,
-    priced: Priced,
-    (first, last): (Day, Day),
+    (totals, h): (Totals, History),
+    catalog: &Arc<Catalog>,
     rec: Record<'_>,
     how: How<'_>,
     summary: &mut RunSummary,
-) -> Result<()> {
-    let t_write = Instant::now();
+    obs: &dyn Observer,
+) -> Result<Vec<Note>> {
+    let (first, last) = (h.first, h.last);
+    let bounds = publish::bounds(first, last, &h.periods);
     swap::drop_leftovers(repo).await?;
-    let mut publication = Publication {
+    let choice = swap::choose(repo, how.mode, day_rows(&totals), &bounds).await?;
+    tracing::debug!(swap = choice.swap, why = %choice.why, "publish chosen");
+    summary.publish_method = Some(PublishMethod {
+        method: if choice.swap { "swap" } else { "diff" },
+        why: choice.why,
+    });
+    if choice.swap {
+        // Settling happens inside the write phase here: it feeds the COPYs.
+        obs.event(&Event::Phase(Phase::Write));
+        let t_write = Instant::now();
+        let catalog = Arc::clone(catalog);
+        let (written, unattributed) = swap::stage(how.config, &bounds, move |feeds| {
+            settle::settle(totals, (first, last), &h.stored(), &catalog, |b| {
+                feeds.send(b)
+            })
+        })
+        .await?;
+        summary.phases.write_s = t_write.elapsed().as_secs_f64();
+        tracing::debug!(
+            peak_rss_mib = crate::sys::peak_rss_bytes() >> 20,
+            "after staging"
+        );
+        if !how.pause_before_swap.is_zero() {
+            tokio::time::sleep(how.pause_before_swap).await;
+        }
+        let t_pub = Instant::now();
+        let tx = repo
+            .transaction()
+            .await
+            .db("starting the publish transaction")?;
+        swap::swap(&tx).await?;
+        commit(tx, written, (first, last), rec, summary).await?;
+        summary.phases.publish_s = t_pub.elapsed().as_secs_f64();
+        return Ok(unattributed_note(unattributed));
+    }
+    let t_settle = Instant::now();
+    let priced = price(totals, h, catalog);
+    summary.phases.settle_s += t_settle.elapsed().as_secs_f64();
+    tracing::debug!(
+        peak_rss_mib = crate::sys::peak_rss_bytes() >> 20,
+        "after settle"
+    );
+    obs.event(&Event::Phase(Phase::Write));
+    let t_write = Instant::now();
+    let tx = repo
+        .transaction()
+        .await
+        .db("starting the publish transaction")?;
+    let publication = Publication {
         first,
         last,
         periods: &priced.periods,
@@ -177,39 +243,23 @@ pub(crate) async fn publish(
         creator: priced.creator,
         top: &priced.top,
     };
-    let choice = swap::choose(repo, how.mode, &publication).await?;
-    tracing::debug!(swap = choice.swap, why = %choice.why, "publish chosen");
-    summary.publish_method = Some(PublishMethod {
-        method: if choice.swap { "swap" } else { "diff" },
-        why: choice.why,
-    });
-    let staged = if choice.swap {
-        let w = swap::stage(how.config, &mut publication).await?;
-        summary.phases.write_s = t_write.elapsed().as_secs_f64();
-        if !how.pause_before_swap.is_zero() {
-            tokio::time::sleep(how.pause_before_swap).await;
-        }
-        Some(w)
-    } else {
-        None
-    };
-    let mut t_pub = Instant::now();
-    let tx = repo
-        .transaction()
-        .await
-        .db("starting the publish transaction")?;
-    let written = match staged {
-        Some(w) => {
-            swap::swap(&tx).await?;
-            w
-        }
-        None => {
-            let w = publish::publish(&tx, publication).await?;
-            summary.phases.write_s = t_write.elapsed().as_secs_f64();
-            t_pub = Instant::now();
-            w
-        }
-    };
+    let written = publish::publish(&tx, publication).await?;
+    summary.phases.write_s = t_write.elapsed().as_secs_f64();
+    let t_pub = Instant::now();
+    commit(tx, written, (first, last), rec, summary).await?;
+    summary.phases.publish_s = t_pub.elapsed().as_secs_f64();
+    Ok(priced.notes)
+}
+
+/// Marks the days settled, records the execution complete and commits the
+/// publishing transaction.
+async fn commit(
+    tx: tokio_postgres::Transaction<'_>,
+    written: WriteStats,
+    (first, last): (Day, Day),
+    rec: Record<'_>,
+    summary: &mut RunSummary,
+) -> Result<()> {
     tracing::debug!(
         peak_rss_mib = crate::sys::peak_rss_bytes() >> 20,
         "after write"
@@ -226,9 +276,7 @@ pub(crate) async fn publish(
     )
     .await?;
     jobs::complete(&tx, rec.exec).await?;
-    tx.commit().await.db("publishing the results")?;
-    summary.phases.publish_s = t_pub.elapsed().as_secs_f64();
-    Ok(())
+    tx.commit().await.db("publishing the results")
 }
 
 /// Completes an execution that had no days to settle (an empty log).

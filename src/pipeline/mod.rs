@@ -16,6 +16,7 @@ pub mod partition;
 pub mod price;
 pub mod publish;
 pub mod read;
+pub mod settle;
 pub mod swap;
 pub mod top;
 pub mod totals;

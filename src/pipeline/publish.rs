@@ -347,29 +347,35 @@ pub(crate) fn top_rows(rows: &[TopRow]) -> Vec<Bytes> {
     vec![b.finish()]
 }
 
+/// A run's day range and its week and month starts, as SQL parameters.
+pub type Bounds = (
+    chrono::NaiveDate,
+    chrono::NaiveDate,
+    Vec<chrono::NaiveDate>,
+    Vec<chrono::NaiveDate>,
+);
+
+/// The bounds of the run `first..=last`, whose weeks and months are `periods`.
+pub fn bounds(first: Day, last: Day, periods: &[Period]) -> Bounds {
+    let starts = |kind| {
+        periods
+            .iter()
+            .filter(|x| x.kind == kind)
+            .map(|x| x.start.date())
+            .collect()
+    };
+    (
+        first.date(),
+        last.date(),
+        starts(PeriodKind::Week),
+        starts(PeriodKind::Month),
+    )
+}
+
 impl Publication<'_> {
     /// The day range and the week and month starts, as SQL parameters.
-    pub(crate) fn bounds(
-        &self,
-    ) -> (
-        chrono::NaiveDate,
-        chrono::NaiveDate,
-        Vec<chrono::NaiveDate>,
-        Vec<chrono::NaiveDate>,
-    ) {
-        let starts = |kind| {
-            self.periods
-                .iter()
-                .filter(|x| x.kind == kind)
-                .map(|x| x.start.date())
-                .collect()
-        };
-        (
-            self.first.date(),
-            self.last.date(),
-            starts(PeriodKind::Week),
-            starts(PeriodKind::Month),
-        )
+    pub(crate) fn bounds(&self) -> Bounds {
+        bounds(self.first, self.last, self.periods)
     }
 }
 

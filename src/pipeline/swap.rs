@@ -16,11 +16,13 @@
 //! `*_next`: the current tables are untouched until the swap commits, and
 //! the next publish drops the leftover first.
 
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, Config, Transaction};
 
-use super::publish::{
-    copy_in, top_rows, CopyBuf, Publication, SumsTable, WriteStats, CREATOR, VIDEO,
-};
+use super::publish::{copy_in, top_rows, Bounds, CopyBuf, SumsTable, WriteStats, CREATOR, VIDEO};
+use super::settle::Block;
+use super::top::TopRow;
 use crate::error::{DbContext, Error, Result};
 use crate::pipeline::price::{PeriodRows, Sums};
 
@@ -58,13 +60,19 @@ pub struct Choice {
     pub why: String,
 }
 
-/// Picks the publish for `p`: a swap when the run writes at least
+/// Picks the publish for a run of `new_rows` day rows (its weeks, months
+/// and creators add more): a swap when it writes at least
 /// [`SWAP_MIN_ROWS`] rows, the stored rows it would have to carry over
 /// (those outside its periods) are no more than it writes, and its own
 /// periods hold fewer than half as many stored rows (which a rerun mostly
 /// finds current); the difference otherwise, or when something hangs off the tables that a swap would
 /// leave behind (a view, a trigger, a foreign key, a rule, a policy).
-pub async fn choose(c: &Client, mode: PublishMode, p: &Publication<'_>) -> Result<Choice> {
+pub async fn choose(
+    c: &Client,
+    mode: PublishMode,
+    new_rows: u64,
+    bounds: &Bounds,
+) -> Result<Choice> {
     if mode == PublishMode::Diff {
         return Ok(choice(false, "asked for (--publish diff)"));
     }
@@ -79,14 +87,13 @@ pub async fn choose(c: &Client, mode: PublishMode, p: &Publication<'_>) -> Resul
     if mode == PublishMode::Swap {
         return Ok(choice(true, "asked for (--publish swap)"));
     }
-    let new_rows = rows(&p.video) + rows(&p.creator);
     if new_rows < SWAP_MIN_ROWS {
         return Ok(choice(
             false,
-            &format!("{new_rows} new rows, under {SWAP_MIN_ROWS}"),
+            &format!("{new_rows} new day rows, under {SWAP_MIN_ROWS}"),
         ));
     }
-    let (first, last, weeks, months) = p.bounds();
+    let (first, last, weeks, months) = bounds;
     // Both counts stop at their limits: a nightly run must not scan the
     // tables to learn that they are big.
     let count = |inside: bool, limit: u64| {
@@ -95,7 +102,6 @@ pub async fn choose(c: &Client, mode: PublishMode, p: &Publication<'_>) -> Resul
             if inside { "" } else { "NOT " }
         );
         let limit = limit as i64 + 1;
-        let (first, last, weeks, months) = (&first, &last, &weeks, &months);
         async move {
             c.query_one(&sql, &[first, last, weeks, months, &limit])
                 .await
@@ -107,7 +113,7 @@ pub async fn choose(c: &Client, mode: PublishMode, p: &Publication<'_>) -> Resul
     if kept > new_rows {
         return Ok(choice(
             false,
-            &format!("more rows kept than written ({new_rows} written)"),
+            &format!("more rows kept than written ({new_rows} day rows written)"),
         ));
     }
     // Stored rows of the run's own periods are mostly current on a rerun,
@@ -116,12 +122,12 @@ pub async fn choose(c: &Client, mode: PublishMode, p: &Publication<'_>) -> Resul
     Ok(if current > new_rows / 2 {
         choice(
             false,
-            &format!("{new_rows} new rows, most of their periods already stored"),
+            &format!("{new_rows} new day rows, most of their periods already stored"),
         )
     } else {
         choice(
             true,
-            &format!("{new_rows} new rows, {kept} kept, {current} replaced"),
+            &format!("{new_rows} new day rows, {kept} kept, {current} replaced"),
         )
     })
 }
@@ -131,10 +137,6 @@ fn choice(swap: bool, why: &str) -> Choice {
         swap,
         why: why.to_string(),
     }
-}
-
-fn rows(r: &PeriodRows) -> u64 {
-    r.values().map(|m| m.len() as u64).sum()
 }
 
 /// A row of the run's periods, with `$1..$4` the publication's bounds.
@@ -170,37 +172,146 @@ async fn blocker(c: &Client) -> Result<Option<String>> {
     Ok(row.map(|r| r.get(0)))
 }
 
-/// Builds the next versions of the three result tables from `p` and the
-/// stored rows outside it, on two connections at once, and commits them
-/// as `*_next`. Nothing readers see changes until [`swap`].
-pub async fn stage(config: &Config, p: &mut Publication<'_>) -> Result<WriteStats> {
-    let bounds = p.bounds();
-    let (video, creator) = (std::mem::take(&mut p.video), std::mem::take(&mut p.creator));
+/// Where a streamed settlement sends the rows of a swap: binary COPY
+/// chunks of the video and creator rows, and at the end the top rows,
+/// which with `video_done` also say that the rows are complete (a staging
+/// transaction that never hears so rolls back).
+pub struct Feeds {
+    video: mpsc::Sender<Bytes>,
+    creator: mpsc::Sender<Bytes>,
+    video_done: Option<oneshot::Sender<()>>,
+    top_done: Option<oneshot::Sender<Vec<TopRow>>>,
+    bufs: [CopyBuf; 2],
+    top: Vec<TopRow>,
+    failed: bool,
+}
+
+impl Feeds {
+    /// Sends a period's rows on; false once a staging connection has
+    /// failed, when there is no point settling further.
+    pub fn send(&mut self, b: Block) -> bool {
+        let kind = b.period.kind.as_str();
+        for (i, rows) in [&b.video, &b.creator].into_iter().enumerate() {
+            for (id, s) in rows {
+                self.bufs[i].sums_row(kind, b.period.start, *id, s);
+                if let Some(c) = self.bufs[i].take_chunk() {
+                    let to = if i == 0 { &self.video } else { &self.creator };
+                    if to.blocking_send(c).is_err() {
+                        self.failed = true;
+                        return false;
+                    }
+                }
+            }
+        }
+        self.top.extend(b.top);
+        true
+    }
+
+    /// Flushes the last chunks and says the rows are complete.
+    fn finish(mut self) {
+        if self.failed {
+            return;
+        }
+        let [v, c] = std::mem::replace(&mut self.bufs, [CopyBuf::new(), CopyBuf::new()]);
+        if self.video.blocking_send(v.finish()).is_ok()
+            && self.creator.blocking_send(c.finish()).is_ok()
+        {
+            let (vd, td) = (self.video_done.take(), self.top_done.take());
+            vd.map(|d| d.send(()));
+            td.map(|d| d.send(std::mem::take(&mut self.top)));
+        }
+    }
+}
+
+/// Builds the next versions of the three result tables on two connections
+/// at once, from the rows `settle` sends to its [`Feeds`] on a thread of
+/// its own (it settles while the rows are copied) and the stored rows
+/// outside the run, and commits them as `*_next`. Nothing readers see
+/// changes until [`swap`]. Returns what `settle` returned.
+pub async fn stage<T: Send + 'static>(
+    config: &Config,
+    bounds: &Bounds,
+    settle: impl FnOnce(&mut Feeds) -> T + Send + 'static,
+) -> Result<(WriteStats, T)> {
     let mut a = crate::db::connect(config).await?;
     let mut b = crate::db::connect(config).await?;
-    let video_side = stage_sums(&mut a, &VIDEO, &video, &bounds);
-    let other_side = async {
-        let creator = stage_sums(&mut b, &CREATOR, &creator, &bounds).await?;
-        let top = stage_top(&mut b, p.top, &bounds).await?;
-        Ok::<_, Error>((creator, top))
+    // A few chunks in flight each way: settling waits for the slower COPY
+    // rather than holding rows.
+    let (video_tx, video_rx) = mpsc::channel(4);
+    let (creator_tx, creator_rx) = mpsc::channel(4);
+    let (video_done, video_ok) = oneshot::channel();
+    let (top_done, top_ok) = oneshot::channel();
+    let settler = tokio::task::spawn_blocking(move || {
+        let mut feeds = Feeds {
+            video: video_tx,
+            creator: creator_tx,
+            video_done: Some(video_done),
+            top_done: Some(top_done),
+            bufs: [CopyBuf::new(), CopyBuf::new()],
+            top: Vec::new(),
+            failed: false,
+        };
+        let out = settle(&mut feeds);
+        feeds.finish();
+        out
+    });
+    let unfinished = || {
+        Error::Tool("settling stopped before its rows were complete; nothing was published".into())
     };
-    let (v, (c, t)) = tokio::try_join!(video_side, other_side)?;
-    Ok(WriteStats {
+    let video_side = async {
+        let tx = begin_stage(&mut a, VIDEO.table).await?;
+        let written = copy_from(&tx, &sums_copy(&VIDEO), video_rx).await?;
+        video_ok.await.map_err(|_| unfinished())?;
+        let replaced = finish_stage(tx, VIDEO.table, SWAPPED[0].1, bounds).await?;
+        Ok::<_, Error>(Staged { written, replaced })
+    };
+    let other_side = async {
+        let tx = begin_stage(&mut b, CREATOR.table).await?;
+        let written = copy_from(&tx, &sums_copy(&CREATOR), creator_rx).await?;
+        let top = top_ok.await.map_err(|_| unfinished())?;
+        let replaced = finish_stage(tx, CREATOR.table, SWAPPED[1].1, bounds).await?;
+        let c = Staged { written, replaced };
+        let t = stage_top(&mut b, &top, bounds).await?;
+        Ok::<_, Error>((c, t))
+    };
+    let settled = async {
+        settler
+            .await
+            .map_err(|e| Error::Tool(format!("settling failed: {e}; nothing was published")))
+    };
+    let (v, (c, t), out) = tokio::try_join!(video_side, other_side, settled)?;
+    let stats = WriteStats {
         video_rows: v.written,
         creator_rows: c.written,
         top_rows: t.written,
         deleted_rows: v.replaced + c.replaced + t.replaced,
         unchanged_rows: 0,
         swapped: true,
-    })
+    };
+    Ok((stats, out))
 }
 
-type Bounds = (
-    chrono::NaiveDate,
-    chrono::NaiveDate,
-    Vec<chrono::NaiveDate>,
-    Vec<chrono::NaiveDate>,
-);
+/// Runs the COPY `sql` with the chunks from `rx`, until its sender is gone.
+async fn copy_from(tx: &Transaction<'_>, sql: &str, mut rx: mpsc::Receiver<Bytes>) -> Result<u64> {
+    use futures_util::SinkExt;
+    let sink = tx
+        .copy_in::<_, Bytes>(sql)
+        .await
+        .db(format!("starting {sql}"))?;
+    futures_util::pin_mut!(sink);
+    while let Some(c) = rx.recv().await {
+        sink.send(c).await.db(format!("writing {sql}"))?;
+    }
+    sink.finish().await.db(format!("finishing {sql}"))
+}
+
+fn sums_copy(t: &SumsTable) -> String {
+    format!(
+        "COPY {}_next (period_kind, period_start, {}, views, watch_seconds, ad_views, video_amount, ad_amount, total_amount) \
+         FROM STDIN (FORMAT binary, FREEZE)",
+        t.table, t.key
+    )
+}
 
 /// One staged table: rows the run wrote, and current rows it replaces.
 struct Staged {
@@ -250,28 +361,6 @@ async fn finish_stage(tx: Transaction<'_>, table: &str, key: &str, bounds: &Boun
     ))?;
     tx.commit().await.db(format!("committing {table}_next"))?;
     Ok((before as u64).saturating_sub(kept))
-}
-
-async fn stage_sums(
-    c: &mut Client,
-    t: &SumsTable,
-    rows: &PeriodRows,
-    bounds: &Bounds,
-) -> Result<Staged> {
-    let tx = begin_stage(c, t.table).await?;
-    let sql = format!(
-        "COPY {}_next (period_kind, period_start, {}, views, watch_seconds, ad_views, video_amount, ad_amount, total_amount) \
-         FROM STDIN (FORMAT binary, FREEZE)",
-        t.table, t.key
-    );
-    let written = copy_in(&tx, &sql, sums_chunks(rows)).await?;
-    let key = SWAPPED
-        .iter()
-        .find(|s| s.0 == t.table)
-        .expect("a swapped table")
-        .1;
-    let replaced = finish_stage(tx, t.table, key, bounds).await?;
-    Ok(Staged { written, replaced })
 }
 
 async fn stage_top(c: &mut Client, top: &[super::top::TopRow], bounds: &Bounds) -> Result<Staged> {

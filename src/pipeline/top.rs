@@ -1,6 +1,6 @@
 //! Rankings: the top 5 videos of each period by views and by watch time.
 
-use crate::pipeline::price::PeriodRows;
+use crate::pipeline::price::{PeriodRows, Sums};
 use crate::rules::calendar::Period;
 use crate::rules::top5;
 
@@ -33,25 +33,36 @@ pub struct TopRow {
 pub fn rank(video_rows: &PeriodRows) -> Vec<TopRow> {
     let mut out = Vec::new();
     for (&period, rows) in video_rows {
-        for metric in [Metric::Views, Metric::WatchSeconds] {
-            let best = top5(rows.iter().map(|(&v, s)| {
-                (
-                    v,
-                    match metric {
-                        Metric::Views => s.views,
-                        Metric::WatchSeconds => s.watch_seconds,
-                    },
-                )
-            }));
-            for (i, (video_id, value)) in best.into_iter().enumerate() {
-                out.push(TopRow {
-                    period,
-                    metric,
-                    rank: i as i16 + 1,
-                    video_id,
-                    value,
-                });
-            }
+        out.extend(rank_period(period, rows.iter().map(|(&v, s)| (v, s))));
+    }
+    out
+}
+
+/// The top rows of one period, from its video rows in any order (ties go
+/// to the lower video id, so the order does not matter).
+pub fn rank_period<'a, I>(period: Period, rows: I) -> Vec<TopRow>
+where
+    I: Iterator<Item = (i64, &'a Sums)> + Clone,
+{
+    let mut out = Vec::new();
+    for metric in [Metric::Views, Metric::WatchSeconds] {
+        let best = top5(rows.clone().map(|(v, s)| {
+            (
+                v,
+                match metric {
+                    Metric::Views => s.views,
+                    Metric::WatchSeconds => s.watch_seconds,
+                },
+            )
+        }));
+        for (i, (video_id, value)) in best.into_iter().enumerate() {
+            out.push(TopRow {
+                period,
+                metric,
+                rank: i as i16 + 1,
+                video_id,
+                value,
+            });
         }
     }
     out

@@ -103,6 +103,14 @@ pub struct Period {
 }
 
 impl Period {
+    /// The period of the one day `d`.
+    pub fn day(d: Day) -> Period {
+        Period {
+            kind: PeriodKind::Day,
+            start: d,
+        }
+    }
+
     /// The last day of the period (inclusive).
     pub fn last_day(self) -> Day {
         match self.kind {
