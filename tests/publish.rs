@@ -296,3 +296,68 @@ async fn nightly_runs_after_a_swapped_full_run_stay_exact() {
     assert_matches_reference(&c, "a swap of a middle range").await;
     db.drop_db().await;
 }
+
+/// A swap settles on its own thread while the rows are copied. When
+/// settling fails part way (here: stored day rows that exceed their stored
+/// month, which rebasing the month refuses), the staging transactions roll
+/// back and nothing is published: the tables, the ledger and the job
+/// record stay as they were, and no staged table is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_settle_failing_while_staging_publishes_nothing() {
+    let db = TestDb::new().await.unwrap();
+    let c = db.connect().await.unwrap();
+    load_hard_data(&c, 0.61, 4000, Order::Logged).await;
+    let (first, _) = data_days(&c).await;
+    let d = |x: Day| x.to_string();
+    settle_ok(&db.url, &["run", "--all"]).await;
+    let (a, b) = (Day(first.0 + 2), Day(first.0 + 4));
+    let n = c
+        .execute(
+            "UPDATE settlement_video SET views = views + 1000000000 \
+             WHERE period_kind = 'day' AND period_start BETWEEN $1 AND $2",
+            &[&a.date(), &b.date()],
+        )
+        .await
+        .unwrap();
+    assert!(n > 0, "no stored day rows to corrupt");
+    let before = results_digest(&c).await;
+    let ledger = settled_days(&c).await;
+
+    let o = settle_output(
+        &db.url,
+        &[
+            "run",
+            "--from",
+            &d(a),
+            "--to",
+            &d(b),
+            "--force",
+            "--publish",
+            "swap",
+        ],
+    )
+    .await;
+    assert!(!o.status.success(), "the run succeeded:\n{}", text(&o));
+    assert!(
+        text(&o).contains("settling failed") && text(&o).contains("nothing was published"),
+        "unclear error:\n{}",
+        text(&o)
+    );
+    assert_eq!(results_digest(&c).await, before, "nothing was published");
+    assert_eq!(settled_days(&c).await, ledger, "the ledger is unchanged");
+    assert_eq!(staged_tables(&c).await, 0, "no staged table is left");
+    let failed: i64 = c
+        .query_one(
+            "SELECT count(*) FROM job_execution WHERE status = 'FAILED'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failed, 1, "the execution is recorded as failed");
+
+    // A full run replaces the bad rows.
+    settle_ok(&db.url, &["run", "--all", "--force"]).await;
+    assert_matches_reference(&c, "the run after a failed settle").await;
+    db.drop_db().await;
+}

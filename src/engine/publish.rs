@@ -174,7 +174,6 @@ pub(crate) struct How<'a> {
 /// it stages whole new tables, in parallel and outside that transaction,
 /// which then only swaps them in; a small one is settled whole and its
 /// difference written. Returns the notes settling made.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn settle_and_publish(
     repo: &mut Client,
     (totals, h): (Totals, History),

@@ -25,6 +25,7 @@ use super::settle::Block;
 use super::top::TopRow;
 use crate::error::{DbContext, Error, Result};
 use crate::pipeline::price::{PeriodRows, Sums};
+use crate::rules::calendar::PeriodKind;
 
 /// How a run publishes its rows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -183,13 +184,28 @@ pub struct Feeds {
     top_done: Option<oneshot::Sender<Vec<TopRow>>>,
     bufs: [CopyBuf; 2],
     top: Vec<TopRow>,
+    /// Weeks and months, held until the days are sent.
+    later: Vec<Block>,
     failed: bool,
 }
 
 impl Feeds {
     /// Sends a period's rows on; false once a staging connection has
-    /// failed, when there is no point settling further.
+    /// failed, when there is no point settling further. Days go at once;
+    /// weeks and months wait for the end, so that each table's rows arrive
+    /// in primary-key order ('day' < 'month' < 'week'): keying the video
+    /// table took 5.9 s instead of about 3 with the weeks among the days.
     pub fn send(&mut self, b: Block) -> bool {
+        self.top.extend_from_slice(&b.top);
+        if b.period.kind == PeriodKind::Day {
+            self.write(&b)
+        } else {
+            self.later.push(b);
+            true
+        }
+    }
+
+    fn write(&mut self, b: &Block) -> bool {
         let kind = b.period.kind.as_str();
         for (i, rows) in [&b.video, &b.creator].into_iter().enumerate() {
             for (id, s) in rows {
@@ -203,14 +219,18 @@ impl Feeds {
                 }
             }
         }
-        self.top.extend(b.top);
         true
     }
 
-    /// Flushes the last chunks and says the rows are complete.
+    /// Sends the weeks and months, flushes the last chunks and says the
+    /// rows are complete.
     fn finish(mut self) {
-        if self.failed {
-            return;
+        let mut later = std::mem::take(&mut self.later);
+        later.sort_by_key(|b| (b.period.kind.as_str(), b.period.start));
+        for b in later {
+            if self.failed || !self.write(&b) {
+                return;
+            }
         }
         let [v, c] = std::mem::replace(&mut self.bufs, [CopyBuf::new(), CopyBuf::new()]);
         if self.video.blocking_send(v.finish()).is_ok()
@@ -241,6 +261,7 @@ pub async fn stage<T: Send + 'static>(
     let (creator_tx, creator_rx) = mpsc::channel(4);
     let (video_done, video_ok) = oneshot::channel();
     let (top_done, top_ok) = oneshot::channel();
+    let t = std::time::Instant::now();
     let settler = tokio::task::spawn_blocking(move || {
         let mut feeds = Feeds {
             video: video_tx,
@@ -249,10 +270,12 @@ pub async fn stage<T: Send + 'static>(
             top_done: Some(top_done),
             bufs: [CopyBuf::new(), CopyBuf::new()],
             top: Vec::new(),
+            later: Vec::new(),
             failed: false,
         };
         let out = settle(&mut feeds);
         feeds.finish();
+        tracing::debug!(secs = t.elapsed().as_secs_f64(), "settled");
         out
     });
     let unfinished = || {
@@ -260,26 +283,39 @@ pub async fn stage<T: Send + 'static>(
     };
     let video_side = async {
         let tx = begin_stage(&mut a, VIDEO.table).await?;
-        let written = copy_from(&tx, &sums_copy(&VIDEO), video_rx).await?;
-        video_ok.await.map_err(|_| unfinished())?;
+        let Some((written, ())) = copy_from(&tx, &sums_copy(&VIDEO), video_rx, video_ok).await?
+        else {
+            return Ok(None);
+        };
+        tracing::debug!(secs = t.elapsed().as_secs_f64(), "video rows copied");
         let replaced = finish_stage(tx, VIDEO.table, SWAPPED[0].1, bounds).await?;
-        Ok::<_, Error>(Staged { written, replaced })
+        tracing::debug!(secs = t.elapsed().as_secs_f64(), "video table staged");
+        Ok::<_, Error>(Some(Staged { written, replaced }))
     };
     let other_side = async {
         let tx = begin_stage(&mut b, CREATOR.table).await?;
-        let written = copy_from(&tx, &sums_copy(&CREATOR), creator_rx).await?;
-        let top = top_ok.await.map_err(|_| unfinished())?;
+        let Some((written, top)) = copy_from(&tx, &sums_copy(&CREATOR), creator_rx, top_ok).await?
+        else {
+            return Ok(None);
+        };
         let replaced = finish_stage(tx, CREATOR.table, SWAPPED[1].1, bounds).await?;
         let c = Staged { written, replaced };
         let t = stage_top(&mut b, &top, bounds).await?;
-        Ok::<_, Error>((c, t))
+        Ok::<_, Error>(Some((c, t)))
     };
     let settled = async {
         settler
             .await
             .map_err(|e| Error::Tool(format!("settling failed: {e}; nothing was published")))
     };
-    let (v, (c, t), out) = tokio::try_join!(video_side, other_side, settled)?;
+    // All three end (a failed side stops the settling, which ends the
+    // other side's feed, abandoned). The cause is told: a failed settle,
+    // else a failed side.
+    let (v, other, out) = tokio::join!(video_side, other_side, settled);
+    let out = out?;
+    let (Some(v), Some((c, t))) = (v?, other?) else {
+        return Err(unfinished());
+    };
     let stats = WriteStats {
         video_rows: v.written,
         creator_rows: c.written,
@@ -291,8 +327,15 @@ pub async fn stage<T: Send + 'static>(
     Ok((stats, out))
 }
 
-/// Runs the COPY `sql` with the chunks from `rx`, until its sender is gone.
-async fn copy_from(tx: &Transaction<'_>, sql: &str, mut rx: mpsc::Receiver<Bytes>) -> Result<u64> {
+/// Runs the COPY `sql` with the chunks from `rx` until its sender is gone,
+/// and ends it if `done` then says the rows were complete; otherwise it is
+/// abandoned (the server discards it) and `None` returned.
+async fn copy_from<T>(
+    tx: &Transaction<'_>,
+    sql: &str,
+    mut rx: mpsc::Receiver<Bytes>,
+    mut done: oneshot::Receiver<T>,
+) -> Result<Option<(u64, T)>> {
     use futures_util::SinkExt;
     let sink = tx
         .copy_in::<_, Bytes>(sql)
@@ -302,7 +345,12 @@ async fn copy_from(tx: &Transaction<'_>, sql: &str, mut rx: mpsc::Receiver<Bytes
     while let Some(c) = rx.recv().await {
         sink.send(c).await.db(format!("writing {sql}"))?;
     }
-    sink.finish().await.db(format!("finishing {sql}"))
+    // The settler says so before it lets go of the feed.
+    let Ok(out) = done.try_recv() else {
+        return Ok(None);
+    };
+    let n = sink.finish().await.db(format!("finishing {sql}"))?;
+    Ok(Some((n, out)))
 }
 
 fn sums_copy(t: &SumsTable) -> String {
