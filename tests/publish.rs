@@ -3,7 +3,8 @@
 //! tables, a run killed with SIGKILL between staging and swap leaves the old
 //! rows (and its leftovers are dropped by the next publish), and nightly
 //! difference publishes after a swapped full run stay exact, as does a swap
-//! of a sub-range that must carry the other days' rows over.
+//! of a sub-range that must carry the other days' rows over; a settle that
+//! fails while the swap stages publishes nothing.
 
 mod common;
 
