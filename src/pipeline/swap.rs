@@ -44,6 +44,13 @@ pub enum PublishMode {
 /// tables hold (a nightly run of 100k videos writes ~300k).
 pub const SWAP_MIN_ROWS: u64 = 250_000;
 
+/// Above this many new day rows a run swaps even when its periods are
+/// already stored: the difference publish holds all its result rows, and
+/// an unchanged rerun over 1M videos (13.8M day rows, 19.65M rows in all)
+/// peaked at 2178 MiB that way. A month of 100k videos (3.0M day rows)
+/// still reruns by difference, writing nothing.
+pub const HOLD_MAX_DAY_ROWS: u64 = 4_000_000;
+
 /// The tables a swap replaces, and each one's primary key columns.
 const SWAPPED: [(&str, &str); 3] = [
     ("settlement_video", "period_kind, period_start, video_id"),
@@ -64,7 +71,8 @@ pub struct Choice {
 /// Picks the publish for a run of `new_rows` day rows (its weeks, months
 /// and creators add more): a swap when it writes at least
 /// [`SWAP_MIN_ROWS`] rows, the stored rows it would have to carry over
-/// (those outside its periods) are no more than it writes, and its own
+/// (those outside its periods) are no more than it writes, and either it
+/// has over [`HOLD_MAX_DAY_ROWS`] day rows or its own
 /// periods hold fewer than half as many stored rows (which a rerun mostly
 /// finds current); the difference otherwise, or when something hangs off the tables that a swap would
 /// leave behind (a view, a trigger, a foreign key, a rule, a policy).
@@ -115,6 +123,16 @@ pub async fn choose(
         return Ok(choice(
             false,
             &format!("more rows kept than written ({new_rows} day rows written)"),
+        ));
+    }
+    // A difference holds every result row to compare them with the stored
+    // ones; a swap streams them.
+    if new_rows > HOLD_MAX_DAY_ROWS {
+        return Ok(choice(
+            true,
+            &format!(
+                "{new_rows} new day rows, over {HOLD_MAX_DAY_ROWS}: too many to hold for a difference"
+            ),
         ));
     }
     // Stored rows of the run's own periods are mostly current on a rerun,
