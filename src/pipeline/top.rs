@@ -1,6 +1,6 @@
 //! Rankings: the top 5 videos of each period by views and by watch time.
 
-use crate::pipeline::price::{PeriodRows, Sums};
+use crate::pipeline::price::Sums;
 use crate::rules::calendar::Period;
 use crate::rules::top5;
 
@@ -28,18 +28,9 @@ pub struct TopRow {
     pub value: i64,
 }
 
-/// Top rows for every period in `video_rows` (a period with no plays has
-/// none, and its stored rankings are still replaced).
-pub fn rank(video_rows: &PeriodRows) -> Vec<TopRow> {
-    let mut out = Vec::new();
-    for (&period, rows) in video_rows {
-        out.extend(rank_period(period, rows.iter().map(|(&v, s)| (v, s))));
-    }
-    out
-}
-
 /// The top rows of one period, from its video rows in any order (ties go
-/// to the lower video id, so the order does not matter).
+/// to the lower video id, so the order does not matter). A period with no
+/// plays has none, and its stored rankings are still replaced.
 pub fn rank_period<'a, I>(period: Period, rows: I) -> Vec<TopRow>
 where
     I: Iterator<Item = (i64, &'a Sums)> + Clone,

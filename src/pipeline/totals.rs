@@ -180,16 +180,21 @@ impl Totals {
         let mut missing = 0;
         let mut cells = Vec::new();
         for (day, day_cells) in &out.days {
-            cells.clear();
-            for (video_id, cell) in day_cells {
-                match catalog.index(*video_id) {
-                    NO_VIDEO => missing += 1,
-                    v => cells.push((v, *cell)),
-                }
-            }
+            let indexed =
+                day_cells
+                    .iter()
+                    .filter_map(|(video_id, cell)| match catalog.index(*video_id) {
+                        NO_VIDEO => {
+                            missing += 1;
+                            None
+                        }
+                        v => Some((v, *cell)),
+                    });
             match self.day(*day) {
-                DayCells::Dense(v) => cells.iter().for_each(|(i, c)| v[*i as usize].merge(c)),
+                DayCells::Dense(v) => indexed.for_each(|(i, c)| v[i as usize].merge(&c)),
                 DayCells::Sparse(s) => {
+                    cells.clear();
+                    cells.extend(indexed);
                     cells.sort_unstable_by_key(|c| c.0);
                     cells.dedup_by(|later, kept| {
                         let same = later.0 == kept.0;
