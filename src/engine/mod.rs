@@ -366,7 +366,18 @@ async fn execute(
     let mut merged = merged?;
     summary.partition_timings = std::mem::take(&mut merged.timings);
     summary.phases.read_aggregate_s = t_read.elapsed().as_secs_f64();
-    tracing::debug!(peak_rss_mib = peak_rss_bytes() >> 20, "after read");
+    tracing::debug!(
+        peak_rss_mib = peak_rss_bytes() >> 20,
+        rss_now_mib = crate::sys::rss_now_bytes() >> 20,
+        totals_mib = merged.totals.heap_bytes() >> 20,
+        seeds = merged
+            .edges
+            .iter()
+            .map(|e| e.head.capacity() + e.late.capacity())
+            .sum::<usize>(),
+        rejected = merged.rejected.capacity(),
+        "after read"
+    );
     check_rejects(repo, opts, exec.id, &mut merged, &mut summary).await?;
 
     // The exact path, still inside the snapshot.
