@@ -366,18 +366,7 @@ async fn execute(
     let mut merged = merged?;
     summary.partition_timings = std::mem::take(&mut merged.timings);
     summary.phases.read_aggregate_s = t_read.elapsed().as_secs_f64();
-    tracing::debug!(
-        peak_rss_mib = peak_rss_bytes() >> 20,
-        rss_now_mib = crate::sys::rss_now_bytes() >> 20,
-        totals_mib = merged.totals.heap_bytes() >> 20,
-        seeds = merged
-            .edges
-            .iter()
-            .map(|e| e.head.capacity() + e.late.capacity())
-            .sum::<usize>(),
-        rejected = merged.rejected.capacity(),
-        "after read"
-    );
+    log_after_read(&merged);
     check_rejects(repo, opts, exec.id, &mut merged, &mut summary).await?;
 
     // The exact path, still inside the snapshot.
@@ -655,4 +644,22 @@ async fn finish(repo: &Client, mut summary: RunSummary, t0: Instant) -> RunSumma
         )
         .await;
     summary
+}
+
+/// The memory account of the read, for the debug log: what is resident,
+/// what the day totals hold, and the seeds and rejects kept for later.
+fn log_after_read(merged: &read_all::Merged) {
+    let seeds: usize = merged
+        .edges
+        .iter()
+        .map(|e| e.head.capacity() + e.late.capacity())
+        .sum();
+    tracing::debug!(
+        peak_rss_mib = peak_rss_bytes() >> 20,
+        rss_now_mib = crate::sys::rss_now_bytes() >> 20,
+        totals_mib = merged.totals.heap_bytes() >> 20,
+        seeds,
+        rejected = merged.rejected.capacity(),
+        "after read"
+    );
 }
