@@ -125,21 +125,9 @@ impl SparseDay {
     fn merge_sorted(&mut self, cells: &[(u32, Cell)]) {
         let mut out = Vec::with_capacity(self.packed.len() + cells.len() * 6);
         let mut next = 0;
-        let mut old = self.unpack().peekable();
-        let mut new = cells.iter().peekable();
-        loop {
-            let (vidx, c) = match (old.peek(), new.peek()) {
-                (None, None) => break,
-                (Some(a), Some(b)) if a.0 == b.0 => {
-                    let (vidx, mut c) = old.next().expect("peeked");
-                    c.merge(&new.next().expect("peeked").1);
-                    (vidx, c)
-                }
-                (Some(a), b) if b.is_none_or(|b| a.0 < b.0) => old.next().expect("peeked"),
-                _ => *new.next().expect("peeked"),
-            };
-            put_cell(&mut out, &mut next, vidx, &c);
-        }
+        merge_sum(self.unpack(), cells.iter().copied(), |v, c| {
+            put_cell(&mut out, &mut next, v, c)
+        });
         // The estimate leaves spare room, which a day would keep to the end.
         out.shrink_to_fit();
         self.packed = out;
@@ -157,17 +145,30 @@ impl SparseDay {
         }
         let mut delta: Vec<(u32, Cell)> = self.delta.iter().map(|(&v, c)| (v, *c)).collect();
         delta.sort_unstable_by_key(|d| d.0);
-        let mut d = delta.iter().peekable();
-        for (v, mut c) in self.unpack() {
-            while let Some(x) = d.next_if(|x| x.0 < v) {
-                f(x.0, &x.1);
+        merge_sum(self.unpack(), delta.into_iter(), |v, c| f(v, c));
+    }
+}
+
+/// Walks two runs of cells sorted by video index as one, summing a video
+/// found in both, and calls `f` once per video in index order.
+fn merge_sum(
+    a: impl Iterator<Item = (u32, Cell)>,
+    b: impl Iterator<Item = (u32, Cell)>,
+    mut f: impl FnMut(u32, &Cell),
+) {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    loop {
+        let (vidx, c) = match (a.peek(), b.peek()) {
+            (None, None) => return,
+            (Some(x), Some(y)) if x.0 == y.0 => {
+                let (vidx, mut c) = a.next().expect("peeked");
+                c.merge(&b.next().expect("peeked").1);
+                (vidx, c)
             }
-            if let Some(x) = d.next_if(|x| x.0 == v) {
-                c.merge(&x.1);
-            }
-            f(v, &c);
-        }
-        d.for_each(|x| f(x.0, &x.1));
+            (Some(x), y) if y.is_none_or(|y| x.0 < y.0) => a.next().expect("peeked"),
+            _ => b.next().expect("peeked"),
+        };
+        f(vidx, &c);
     }
 }
 
