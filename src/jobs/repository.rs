@@ -648,7 +648,7 @@ pub fn show_ts(pg_micros: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::aggregate::{Cell, Counts, Seed};
+    use crate::pipeline::aggregate::{Cell, Counts, PackedCells, Seed};
     use crate::pipeline::partition::Partition;
 
     fn sample() -> PartitionOutput {
@@ -675,7 +675,7 @@ mod tests {
                             (v * 13, cell)
                         })
                         .collect();
-                    (8_600 + d, cells)
+                    (8_600 + d, PackedCells::from_unsorted(cells))
                 })
                 .collect(),
             head: vec![Seed {

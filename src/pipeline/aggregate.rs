@@ -15,6 +15,8 @@
 //! exact path recomputes that same decision for the rows near seeds and
 //! applies the difference, so the final sums are exact.
 
+use rustc_hash::FxHashMap;
+
 use crate::pipeline::catalog::{Catalog, Meta, NO_VIDEO};
 use crate::pipeline::partition::{Partition, Scope};
 use crate::pipeline::read::Play;
@@ -22,39 +24,7 @@ use crate::pipeline::window::{prefetch_ptr, Rec, Window};
 use crate::rules::calendar::{seoul_day_pg, Day};
 use crate::rules::{ad_views, precedes_within_window, Reject, REPLAY_WINDOW_MICROS};
 
-/// Sums of counted plays of one video on one day.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Cell {
-    pub views: i64,
-    pub watch_seconds: i64,
-    pub ad_views: i64,
-}
-
-impl Cell {
-    #[inline(always)]
-    fn add(&mut self, watch: u32, ads: u32) {
-        self.views += 1;
-        self.watch_seconds += watch as i64;
-        self.ad_views += ads as i64;
-    }
-
-    #[inline(always)]
-    fn sub(&mut self, watch: u32, ads: u32) {
-        self.views -= 1;
-        self.watch_seconds -= watch as i64;
-        self.ad_views -= ads as i64;
-    }
-
-    pub fn merge(&mut self, o: &Cell) {
-        self.views += o.views;
-        self.watch_seconds += o.watch_seconds;
-        self.ad_views += o.ad_views;
-    }
-
-    pub fn is_zero(&self) -> bool {
-        *self == Cell::default()
-    }
-}
+pub use crate::pipeline::cells::{Cell, PackedCells};
 
 /// A play the exact path must look at (or that marks where to look).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -157,7 +127,7 @@ pub struct PartitionOutput {
     pub partition: Option<Partition>,
     pub counts: Counts,
     /// Non-zero cells per day: (day, [(video_id, cell)]).
-    pub days: Vec<(i32, Vec<(i64, Cell)>)>,
+    pub days: Vec<(i32, PackedCells)>,
     pub rejected: Vec<Rejected>,
     /// Head rows, already limited to the retention cut.
     pub head: Vec<Seed>,
@@ -187,7 +157,7 @@ pub struct PartitionOutput {
 #[derive(Default)]
 pub struct Scratch {
     window: Window,
-    spare: Vec<Vec<Cell>>,
+    spare: Vec<Vec<Acc>>,
     head: Vec<Seed>,
 }
 
@@ -200,7 +170,13 @@ pub struct Aggregator<'a> {
     scope: Scope,
     allowance: i64,
     counts: Counts,
-    days: Vec<(Day, Vec<Cell>)>,
+    /// Day tables by slot. A slot whose day is final is emptied, not
+    /// reused, so a record's `day_slot` never points at another day.
+    days: Vec<(Day, Vec<Acc>)>,
+    /// Sums that left an [`Acc`]'s width, by (day slot, video index).
+    overflow: FxHashMap<(u16, u32), Cell>,
+    /// Non-zero cells of the days already final, by day.
+    flushed: Vec<(i32, PackedCells)>,
     last_day: Option<(Day, u16)>,
     window: Window,
     newest: i64,
@@ -213,7 +189,7 @@ pub struct Aggregator<'a> {
     day_lo: i32,
     day_hi: i32,
     since_evict: u32,
-    spare: Vec<Vec<Cell>>,
+    spare: Vec<Vec<Acc>>,
     tails: Vec<(i32, u64)>,
     /// (day, its tail start) of the last row counted.
     tail_day: (i32, i64),
@@ -241,6 +217,8 @@ impl<'a> Aggregator<'a> {
             allowance,
             counts: Counts::default(),
             days: Vec::new(),
+            flushed: Vec::new(),
+            overflow: FxHashMap::default(),
             last_day: None,
             window: scratch.window,
             newest: i64::MIN,
@@ -266,13 +244,13 @@ impl<'a> Aggregator<'a> {
                 return s;
             }
         }
-        let slot = match self.days.iter().position(|(d, _)| *d == day) {
+        let slot = match self.find_day(day) {
             Some(s) => s as u16,
             None => {
                 let n = self.catalog.len();
                 let cells = match self.spare.pop() {
                     Some(c) if c.len() == n => c,
-                    _ => vec![Cell::default(); n],
+                    _ => vec![Acc::default(); n],
                 };
                 self.days.push((day, cells));
                 (self.days.len() - 1) as u16
@@ -280,6 +258,14 @@ impl<'a> Aggregator<'a> {
         };
         self.last_day = Some((day, slot));
         slot
+    }
+
+    /// The slot of a day still open, without making one.
+    #[inline]
+    fn find_day(&self, day: Day) -> Option<usize> {
+        self.days
+            .iter()
+            .position(|(d, cells)| *d == day && !cells.is_empty())
     }
 
     /// Pushes a batch of rows. Each group of rows is resolved in stages (its
@@ -306,9 +292,17 @@ impl<'a> Aggregator<'a> {
                     continue;
                 }
                 self.window.prefetch(p.user_id, m.vidx);
+                // A late row is not aggregated, so it must not open a day:
+                // look the day up without making one.
                 if self.scope.in_count(p.started_at) {
-                    let slot = self.day_slot(seoul_day_pg(p.started_at)) as usize;
-                    prefetch_ptr(&self.days[slot].1[m.vidx as usize]);
+                    let day = seoul_day_pg(p.started_at);
+                    let slot = match self.last_day {
+                        Some((d, s)) if d == day => Some(s as usize),
+                        _ => self.find_day(day),
+                    };
+                    if let Some(s) = slot {
+                        prefetch_ptr(&self.days[s].1[m.vidx as usize]);
+                    }
                 }
             }
             for (m, p) in metas.iter().zip(group) {
@@ -407,17 +401,21 @@ impl<'a> Aggregator<'a> {
         };
         let mut counted = true;
         let days = &mut self.days;
+        let mut uncount: Option<(u16, u32, u32)> = None;
         let mut rec = Rec::new(p.user_id, vidx, ts, p.id);
         self.window.insert_visiting(rec, |r| {
             if precedes_within_window(r.started_at, r.id, ts, p.id) {
                 counted = false;
             } else if r.counted && precedes_within_window(ts, p.id, r.started_at, r.id) {
                 r.counted = false;
-                if r.counts {
-                    days[r.day_slot as usize].1[v].sub(r.watch, r.ads);
+                if r.counts && !days[r.day_slot as usize].1[v].try_sub(r.watch, r.ads) {
+                    uncount = Some((r.day_slot, r.watch, r.ads));
                 }
             }
         });
+        if let Some((slot, w, a)) = uncount {
+            self.spilled_sub(slot, vidx, w, a);
+        }
         // The record was appended before its outcome was known: fill it in.
         rec.watch = watch;
         rec.ads = ads;
@@ -425,14 +423,61 @@ impl<'a> Aggregator<'a> {
         rec.counted = counted;
         rec.counts = counts;
         self.window.set_newest(rec);
-        if counted && counts {
-            self.days[day_slot as usize].1[v].add(watch, ads);
+        if counted && counts && !self.days[day_slot as usize].1[v].try_add(watch, ads) {
+            self.spill_add(day_slot, vidx, watch, ads);
         }
         self.since_evict += 1;
         if self.since_evict >= 1024 {
             self.since_evict = 0;
             self.evict();
         }
+    }
+
+    /// A cell too full for one more play: its sums move to the overflow map
+    /// and the play starts it afresh.
+    #[cold]
+    fn spill_add(&mut self, slot: u16, vidx: u32, watch: u32, ads: u32) {
+        let acc = &mut self.days[slot as usize].1[vidx as usize];
+        self.overflow
+            .entry((slot, vidx))
+            .or_default()
+            .merge(&acc.to_cell());
+        *acc = Acc::default();
+        let added = acc.try_add(watch, ads);
+        debug_assert!(added, "an empty cell takes any play");
+    }
+
+    /// An un-count the cell cannot take, because its sums moved to the
+    /// overflow map after the play was added: taken from there.
+    #[cold]
+    fn spilled_sub(&mut self, slot: u16, vidx: u32, watch: u32, ads: u32) {
+        let mut c = Cell::default();
+        c.sub(watch, ads);
+        self.overflow.entry((slot, vidx)).or_default().merge(&c);
+    }
+
+    /// A day slot's cells, packed, leaving its table zeroed for reuse.
+    fn take_day(&mut self, slot: usize) -> PackedCells {
+        let cells = &mut self.days[slot].1;
+        let video_ids = &self.catalog.video_ids;
+        let nonzero = cells
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, c)| !c.is_zero())
+            .map(|(i, c)| (video_ids[i], std::mem::take(c).to_cell()));
+        if self.overflow.is_empty() {
+            return PackedCells::from_sorted(nonzero);
+        }
+        let mut all: Vec<(i64, Cell)> = nonzero.collect();
+        self.overflow.retain(|&(s, v), c| {
+            let mine = s as usize == slot;
+            if mine {
+                all.push((video_ids[v as usize], *c));
+            }
+            !mine
+        });
+        all.retain(|(_, c)| !c.is_zero());
+        PackedCells::from_unsorted(all)
     }
 
     /// Where day `d`'s tail starts, cached for the day of the last row.
@@ -464,6 +509,31 @@ impl<'a> Aggregator<'a> {
             .saturating_sub(self.allowance)
             .saturating_sub(REPLAY_WINDOW_MICROS);
         self.window.evict_before(cutoff);
+        self.flush_final_days();
+    }
+
+    /// Moves the days no row can change any more out of their dense tables,
+    /// so a worker holds about two days' tables, not one per day its
+    /// partition touches (24 MiB each at 1M videos).
+    ///
+    /// A non-late row starts at or after `newest - allowance`, and the only
+    /// earlier record it can un-count starts after it, so a day that ended
+    /// by then is final. `newest` only grows.
+    fn flush_final_days(&mut self) {
+        let settled_before = self.newest.saturating_sub(self.allowance);
+        for slot in 0..self.days.len() {
+            let (day, cells) = &self.days[slot];
+            if cells.is_empty() || day.next().start_pg_micros() > settled_before {
+                continue;
+            }
+            let day = day.0;
+            let packed = self.take_day(slot);
+            self.flushed.push((day, packed));
+            self.spare.push(std::mem::take(&mut self.days[slot].1));
+            if self.last_day.is_some_and(|(_, s)| s as usize == slot) {
+                self.last_day = None;
+            }
+        }
     }
 
     pub fn finish(self, partition: Option<Partition>) -> PartitionOutput {
@@ -491,22 +561,13 @@ impl<'a> Aggregator<'a> {
             None => Vec::new(),
         };
         self.head.clear();
-        let video_ids = &self.catalog.video_ids;
-        let spare = &mut self.spare;
-        let mut days: Vec<(i32, Vec<(i64, Cell)>)> = self
-            .days
-            .into_iter()
-            .map(|(day, mut cells)| {
-                let nonzero = cells
-                    .iter_mut()
-                    .enumerate()
-                    .filter(|(_, c)| !c.is_zero())
-                    .map(|(i, c)| (video_ids[i], std::mem::take(c)))
-                    .collect();
-                spare.push(cells);
-                (day.0, nonzero)
-            })
-            .collect();
+        let mut days = std::mem::take(&mut self.flushed);
+        for slot in 0..self.days.len() {
+            if !self.days[slot].1.is_empty() {
+                days.push((self.days[slot].0 .0, self.take_day(slot)));
+                self.spare.push(std::mem::take(&mut self.days[slot].1));
+            }
+        }
         days.sort_by_key(|d| d.0);
         let out = PartitionOutput {
             partition,
@@ -539,6 +600,56 @@ impl<'a> Aggregator<'a> {
     }
 }
 
+/// A worker's running sums of one video-day in 16 bytes, so a dense day
+/// of 1M videos takes 16 MiB, not 24. A play that would take views or ad
+/// views past `u32` spills the cell to the aggregator's overflow map;
+/// watch seconds cannot overflow first (a `u32` of views of `i32` each).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Acc {
+    watch: u64,
+    views: u32,
+    ads: u32,
+}
+
+impl Acc {
+    #[inline(always)]
+    fn try_add(&mut self, watch: u32, ads: u32) -> bool {
+        match (self.views.checked_add(1), self.ads.checked_add(ads)) {
+            (Some(v), Some(a)) => {
+                self.views = v;
+                self.ads = a;
+                self.watch += u64::from(watch);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    #[inline(always)]
+    fn try_sub(&mut self, watch: u32, ads: u32) -> bool {
+        let w = self.watch.checked_sub(u64::from(watch));
+        match (self.views.checked_sub(1), self.ads.checked_sub(ads), w) {
+            (Some(v), Some(a), Some(w)) => {
+                (self.views, self.ads, self.watch) = (v, a, w);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn is_zero(&self) -> bool {
+        *self == Acc::default()
+    }
+
+    fn to_cell(self) -> Cell {
+        Cell {
+            views: i64::from(self.views),
+            watch_seconds: self.watch as i64,
+            ad_views: i64::from(self.ads),
+        }
+    }
+}
+
 /// Where a day's tail starts: `allowance` before the next Seoul midnight.
 /// Plays of the tail may still be running, and so unwritten, when the day
 /// is settled shortly after it ends.
@@ -552,3 +663,6 @@ pub fn day_tail_from(day: Day, allowance: i64) -> i64 {
 pub fn head_reach(allowance: i64) -> i64 {
     allowance.saturating_add(2 * REPLAY_WINDOW_MICROS)
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,6 +11,7 @@
 
 pub mod aggregate;
 pub mod catalog;
+pub mod cells;
 pub mod exact;
 pub mod partition;
 pub mod price;

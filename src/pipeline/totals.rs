@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
-use crate::pipeline::aggregate::{Cell, PartitionOutput};
+use crate::pipeline::aggregate::PartitionOutput;
 use crate::pipeline::catalog::{Catalog, NO_VIDEO};
+use crate::pipeline::cells::{put_cell, Cell, Unpack};
 
 /// Catalogues up to this many videos keep a dense vector per day (6 MiB a
 /// day); larger ones keep only the videos with plays, because dense days of
@@ -31,94 +32,9 @@ pub struct SparseDay {
     delta: FxHashMap<u32, Cell>,
 }
 
-/// Appends `v` as a little-endian base-128 varint.
-#[inline]
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// Sums go in zigzag form, so a negative one (which only a hostile restart
-/// could bring) costs bytes, not correctness.
-#[inline]
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-#[inline]
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
-
-/// Appends one cell: its index's gap from the one after the previous cell,
-/// then views, ad views and watch seconds.
-#[inline]
-fn put_cell(out: &mut Vec<u8>, next: &mut u32, vidx: u32, c: &Cell) {
-    put_varint(out, u64::from(vidx - *next));
-    put_varint(out, zigzag(c.views));
-    put_varint(out, zigzag(c.ad_views));
-    put_varint(out, zigzag(c.watch_seconds));
-    *next = vidx + 1;
-}
-
-/// The packed cells of a day, in video-index order.
-struct Unpack<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-    next: u32,
-}
-
-impl Unpack<'_> {
-    #[inline]
-    fn varint(&mut self) -> u64 {
-        let mut v = 0u64;
-        let mut shift = 0;
-        loop {
-            let b = self.bytes[self.pos];
-            self.pos += 1;
-            v |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return v;
-            }
-            shift += 7;
-        }
-    }
-}
-
-impl Iterator for Unpack<'_> {
-    type Item = (u32, Cell);
-
-    #[inline]
-    fn next(&mut self) -> Option<(u32, Cell)> {
-        if self.pos >= self.bytes.len() {
-            return None;
-        }
-        let vidx = self.next + self.varint() as u32;
-        let views = unzigzag(self.varint());
-        let ad_views = unzigzag(self.varint());
-        let watch_seconds = unzigzag(self.varint());
-        self.next = vidx + 1;
-        Some((
-            vidx,
-            Cell {
-                views,
-                watch_seconds,
-                ad_views,
-            },
-        ))
-    }
-}
-
 impl SparseDay {
-    fn unpack(&self) -> Unpack<'_> {
-        Unpack {
-            bytes: &self.packed,
-            pos: 0,
-            next: 0,
-        }
+    fn unpack(&self) -> impl Iterator<Item = (u32, Cell)> + '_ {
+        Unpack::new(&self.packed).map(|(k, c)| (k as u32, c))
     }
 
     /// Adds `cells`, sorted by video index, in one pass over the day.
@@ -126,7 +42,7 @@ impl SparseDay {
         let mut out = Vec::with_capacity(self.packed.len() + cells.len() * 6);
         let mut next = 0;
         merge_sum(self.unpack(), cells.iter().copied(), |v, c| {
-            put_cell(&mut out, &mut next, v, c)
+            put_cell(&mut out, &mut next, u64::from(v), c)
         });
         // The estimate leaves spare room, which a day would keep to the end.
         out.shrink_to_fit();
@@ -245,12 +161,12 @@ impl Totals {
             let indexed =
                 day_cells
                     .iter()
-                    .filter_map(|(video_id, cell)| match catalog.index(*video_id) {
+                    .filter_map(|(video_id, cell)| match catalog.index(video_id) {
                         NO_VIDEO => {
                             missing += 1;
                             None
                         }
-                        v => Some((v, *cell)),
+                        v => Some((v, cell)),
                     });
             match self.day(*day) {
                 DayCells::Dense(v) => indexed.for_each(|(i, c)| v[i as usize].merge(&c)),
@@ -276,6 +192,7 @@ impl Totals {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::cells::PackedCells;
 
     fn cells(t: &Totals) -> BTreeMap<(i32, u32), (i64, i64, i64)> {
         let mut out = BTreeMap::new();
@@ -353,7 +270,7 @@ mod tests {
                         },
                     ));
                 }
-                out.days.push((day, cells));
+                out.days.push((day, PackedCells::from_unsorted(cells)));
             }
             assert_eq!(dense.merge(&out, &catalog), 0);
             assert_eq!(sparse.merge(&out, &catalog), 0);
