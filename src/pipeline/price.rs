@@ -19,6 +19,30 @@ pub struct Sums {
 }
 
 impl Sums {
+    /// The six sums in column order, and back: for packing.
+    pub(crate) fn to_array(self) -> [i64; 6] {
+        [
+            self.views,
+            self.watch_seconds,
+            self.ad_views,
+            self.video_amount,
+            self.ad_amount,
+            self.total_amount,
+        ]
+    }
+
+    pub(crate) fn from_array(a: &[i64; 6]) -> Sums {
+        let [views, watch_seconds, ad_views, video_amount, ad_amount, total_amount] = *a;
+        Sums {
+            views,
+            watch_seconds,
+            ad_views,
+            video_amount,
+            ad_amount,
+            total_amount,
+        }
+    }
+
     /// Reads the six sums from `row`, starting at column `from` (the result
     /// tables keep them in this order).
     pub(crate) fn from_row(row: &tokio_postgres::Row, from: usize) -> Sums {
