@@ -228,8 +228,16 @@ pub(crate) async fn read_all(
             }
         }
     }
+    // A reader that panicked sent no outcome for its partition: without
+    // this, the run would publish the sums of the others as if complete.
     for h in pool {
-        let _ = h.join();
+        if h.join().is_err() {
+            failure.get_or_insert(Error::Tool(
+                "a reader thread panicked, so the run publishes nothing; its log above says where. \
+                 This is a bug in settle: please report it with that log"
+                    .into(),
+            ));
+        }
     }
     obs.event(&Event::RowsRead(rows_seen.load(Ordering::Relaxed)));
     if let Some(e) = failure {
