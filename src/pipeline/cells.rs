@@ -205,14 +205,7 @@ impl PackedCells {
 
     /// Packs cells in any order, summing a video given more than once.
     pub fn from_unsorted(mut cells: Vec<(i64, Cell)>) -> Self {
-        cells.sort_unstable_by_key(|c| c.0);
-        cells.dedup_by(|later, kept| {
-            let same = later.0 == kept.0;
-            if same {
-                kept.1.merge(&later.1);
-            }
-            same
-        });
+        sort_summing(&mut cells);
         Self::from_sorted(cells)
     }
 
@@ -264,6 +257,18 @@ impl<'de> serde::Deserialize<'de> for PackedCells {
         }
         d.deserialize_seq(Pairs)
     }
+}
+
+/// Sorts cells by key and sums the cells of a key given more than once.
+pub(crate) fn sort_summing<K: Ord + Copy>(cells: &mut Vec<(K, Cell)>) {
+    cells.sort_unstable_by_key(|c| c.0);
+    cells.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            kept.1.merge(&later.1);
+        }
+        same
+    });
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap;
 
 use crate::pipeline::aggregate::PartitionOutput;
 use crate::pipeline::catalog::{Catalog, NO_VIDEO};
-use crate::pipeline::cells::{put_cell, Cell, Unpack};
+use crate::pipeline::cells::{put_cell, sort_summing, Cell, Unpack};
 
 /// Catalogues up to this many videos keep a dense vector per day (6 MiB a
 /// day); larger ones keep only the videos with plays, because dense days of
@@ -173,14 +173,7 @@ impl Totals {
                 DayCells::Sparse(s) => {
                     cells.clear();
                     cells.extend(indexed);
-                    cells.sort_unstable_by_key(|c| c.0);
-                    cells.dedup_by(|later, kept| {
-                        let same = later.0 == kept.0;
-                        if same {
-                            kept.1.merge(&later.1);
-                        }
-                        same
-                    });
+                    sort_summing(&mut cells);
                     s.merge_sorted(&cells);
                 }
             }
