@@ -239,12 +239,7 @@ impl<'a> Aggregator<'a> {
 
     #[inline]
     fn day_slot(&mut self, day: Day) -> u16 {
-        if let Some((d, s)) = self.last_day {
-            if d == day {
-                return s;
-            }
-        }
-        let slot = match self.find_day(day) {
+        let slot = match self.open_slot(day) {
             Some(s) => s as u16,
             None => {
                 let n = self.catalog.len();
@@ -260,12 +255,17 @@ impl<'a> Aggregator<'a> {
         slot
     }
 
-    /// The slot of a day still open, without making one.
+    /// The slot of a day still open, without making one: the last row's
+    /// day first, as most rows share it.
     #[inline]
-    fn find_day(&self, day: Day) -> Option<usize> {
-        self.days
-            .iter()
-            .position(|(d, cells)| *d == day && !cells.is_empty())
+    fn open_slot(&self, day: Day) -> Option<usize> {
+        match self.last_day {
+            Some((d, s)) if d == day => Some(s as usize),
+            _ => self
+                .days
+                .iter()
+                .position(|(d, cells)| *d == day && !cells.is_empty()),
+        }
     }
 
     /// Pushes a batch of rows. Each group of rows is resolved in stages (its
@@ -295,12 +295,7 @@ impl<'a> Aggregator<'a> {
                 // A late row is not aggregated, so it must not open a day:
                 // look the day up without making one.
                 if self.scope.in_count(p.started_at) {
-                    let day = seoul_day_pg(p.started_at);
-                    let slot = match self.last_day {
-                        Some((d, s)) if d == day => Some(s as usize),
-                        _ => self.find_day(day),
-                    };
-                    if let Some(s) = slot {
+                    if let Some(s) = self.open_slot(seoul_day_pg(p.started_at)) {
                         prefetch_ptr(&self.days[s].1[m.vidx as usize]);
                     }
                 }
@@ -451,13 +446,26 @@ impl<'a> Aggregator<'a> {
     /// overflow map after the play was added: taken from there.
     #[cold]
     fn spilled_sub(&mut self, slot: u16, vidx: u32, watch: u32, ads: u32) {
-        let mut c = Cell::default();
-        c.sub(watch, ads);
-        self.overflow.entry((slot, vidx)).or_default().merge(&c);
+        self.overflow
+            .entry((slot, vidx))
+            .or_default()
+            .sub(watch, ads);
     }
 
-    /// A day slot's cells, packed, leaving its table zeroed for reuse.
-    fn take_day(&mut self, slot: usize) -> PackedCells {
+    /// Closes a day slot: its cells packed, its table zeroed and kept for
+    /// a later day, and the slot never used again.
+    fn close_day(&mut self, slot: usize) -> (i32, PackedCells) {
+        let day = self.days[slot].0 .0;
+        let packed = self.pack_day(slot);
+        self.spare.push(std::mem::take(&mut self.days[slot].1));
+        if self.last_day.is_some_and(|(_, s)| s as usize == slot) {
+            self.last_day = None;
+        }
+        (day, packed)
+    }
+
+    /// A day slot's non-zero cells, packed, leaving its table zeroed.
+    fn pack_day(&mut self, slot: usize) -> PackedCells {
         let cells = &mut self.days[slot].1;
         let video_ids = &self.catalog.video_ids;
         let nonzero = cells
@@ -523,15 +531,9 @@ impl<'a> Aggregator<'a> {
         let settled_before = self.newest.saturating_sub(self.allowance);
         for slot in 0..self.days.len() {
             let (day, cells) = &self.days[slot];
-            if cells.is_empty() || day.next().start_pg_micros() > settled_before {
-                continue;
-            }
-            let day = day.0;
-            let packed = self.take_day(slot);
-            self.flushed.push((day, packed));
-            self.spare.push(std::mem::take(&mut self.days[slot].1));
-            if self.last_day.is_some_and(|(_, s)| s as usize == slot) {
-                self.last_day = None;
+            if !cells.is_empty() && day.next().start_pg_micros() <= settled_before {
+                let closed = self.close_day(slot);
+                self.flushed.push(closed);
             }
         }
     }
@@ -564,8 +566,7 @@ impl<'a> Aggregator<'a> {
         let mut days = std::mem::take(&mut self.flushed);
         for slot in 0..self.days.len() {
             if !self.days[slot].1.is_empty() {
-                days.push((self.days[slot].0 .0, self.take_day(slot)));
-                self.spare.push(std::mem::take(&mut self.days[slot].1));
+                days.push(self.close_day(slot));
             }
         }
         days.sort_by_key(|d| d.0);

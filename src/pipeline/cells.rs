@@ -170,7 +170,7 @@ impl<const N: usize> PackedRows<N> {
             let key = next.wrapping_add(r.varint());
             next = key.wrapping_add(1);
             let sums = std::array::from_fn(|_| unzigzag(r.varint()));
-            Some(((key ^ (1 << 63)) as i64, sums))
+            Some((key_id(key), sums))
         })
     }
 }
@@ -179,6 +179,11 @@ impl<const N: usize> PackedRows<N> {
 #[inline]
 fn id_key(video_id: i64) -> u64 {
     (video_id as u64) ^ (1 << 63)
+}
+
+#[inline]
+fn key_id(key: u64) -> i64 {
+    (key ^ (1 << 63)) as i64
 }
 
 /// One day of a partition: (video_id, cell) by ascending video id, packed.
@@ -211,7 +216,7 @@ impl PackedCells {
 
     /// (video_id, cell) in ascending video-id order.
     pub fn iter(&self) -> impl Iterator<Item = (i64, Cell)> + '_ {
-        Unpack::new(&self.bytes).map(|(k, c)| ((k ^ (1 << 63)) as i64, c))
+        Unpack::new(&self.bytes).map(|(k, c)| (key_id(k), c))
     }
 
     pub fn len(&self) -> usize {
