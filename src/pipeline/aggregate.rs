@@ -162,7 +162,18 @@ pub struct Scratch {
 }
 
 /// Rows looked up together, so their cache misses overlap.
-const GROUP: usize = 32;
+const GROUP: usize = 16;
+
+/// Rows a reader hands to [`Aggregator::push_batch`] at a time: long
+/// enough that the pipeline's first and last groups, which have no group
+/// ahead to overlap, are few.
+pub const BATCH: usize = 512;
+
+const UNKNOWN_META: Meta = Meta {
+    uploader: 0,
+    duration: 0,
+    vidx: NO_VIDEO,
+};
 
 /// One partition's pass. Feed rows with `push`, then `finish`.
 pub struct Aggregator<'a> {
@@ -268,40 +279,64 @@ impl<'a> Aggregator<'a> {
         }
     }
 
-    /// Pushes a batch of rows. Each group of rows is resolved in stages (its
-    /// videos, then its window slots and day cells) with prefetches between,
-    /// so the cache misses of a group overlap instead of queueing.
+    /// Pushes a batch of rows as a software pipeline a group apart: while
+    /// group g is pushed, group g+1's window slots and day cells and group
+    /// g+2's catalogue entries are already loading. Each load is so asked
+    /// for a group of rows before it is needed, not just before, so the
+    /// cache misses overlap the work instead of stalling it. Batches of
+    /// [`BATCH`] rows keep the pipeline's fill and drain rare.
     pub fn push_batch(&mut self, plays: &[Play]) {
-        for group in plays.chunks(GROUP) {
-            for p in group {
-                self.catalog.prefetch(p.video_id);
+        let groups = plays.len().div_ceil(GROUP);
+        let group = |g: usize| &plays[g * GROUP..((g + 1) * GROUP).min(plays.len())];
+        let mut metas = [[UNKNOWN_META; GROUP]; 2];
+        for g in 0..groups.min(2) {
+            self.prefetch_catalog(group(g));
+        }
+        if groups > 0 {
+            self.resolve(group(0), &mut metas[0]);
+        }
+        for g in 0..groups {
+            if g + 2 < groups {
+                self.prefetch_catalog(group(g + 2));
             }
-            let mut metas = [Meta {
-                uploader: 0,
-                duration: 0,
-                vidx: NO_VIDEO,
-            }; GROUP];
-            for (m, p) in metas.iter_mut().zip(group) {
-                *m = self.catalog.meta(p.video_id);
-                if m.vidx == NO_VIDEO
-                    || !(0 <= p.start_position
-                        && p.start_position <= p.end_position
-                        && p.end_position <= m.duration)
-                    || p.user_id == m.uploader
-                {
-                    continue;
-                }
-                self.window.prefetch(p.user_id, m.vidx);
-                // A late row is not aggregated, so it must not open a day:
-                // look the day up without making one.
-                if self.scope.in_count(p.started_at) {
-                    if let Some(s) = self.open_slot(seoul_day_pg(p.started_at)) {
-                        prefetch_ptr(&self.days[s].1[m.vidx as usize]);
-                    }
-                }
+            if g + 1 < groups {
+                self.resolve(group(g + 1), &mut metas[(g + 1) % 2]);
             }
-            for (m, p) in metas.iter().zip(group) {
+            let mine = metas[g % 2];
+            for (m, p) in mine.iter().zip(group(g)) {
                 self.push_meta(p, *m);
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn prefetch_catalog(&self, group: &[Play]) {
+        for p in group {
+            self.catalog.prefetch(p.video_id);
+        }
+    }
+
+    /// Reads a group's catalogue entries into `metas` and starts loading
+    /// the window slot and day cell of each row that will reach them.
+    #[inline(always)]
+    fn resolve(&self, group: &[Play], metas: &mut [Meta; GROUP]) {
+        for (m, p) in metas.iter_mut().zip(group) {
+            *m = self.catalog.meta(p.video_id);
+            if m.vidx == NO_VIDEO
+                || !(0 <= p.start_position
+                    && p.start_position <= p.end_position
+                    && p.end_position <= m.duration)
+                || p.user_id == m.uploader
+            {
+                continue;
+            }
+            self.window.prefetch(p.user_id, m.vidx);
+            // A late row is not aggregated, so it must not open a day:
+            // look the day up without making one.
+            if self.scope.in_count(p.started_at) {
+                if let Some(s) = self.open_slot(seoul_day_pg(p.started_at)) {
+                    prefetch_ptr(&self.days[s].1[m.vidx as usize]);
+                }
             }
         }
     }

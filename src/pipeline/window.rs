@@ -9,6 +9,8 @@
 
 const EMPTY: u64 = 0;
 const NO_PREV: u32 = u32::MAX;
+/// How many inserts ahead the ring's next slots are prefetched.
+const RING_AHEAD: u64 = 32;
 
 /// One play in the window.
 #[derive(Clone, Copy, Debug)]
@@ -69,6 +71,20 @@ pub fn prefetch_ptr<T>(r: &T) {
     unsafe {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         _mm_prefetch(r as *const T as *const i8, _MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
+}
+
+/// As [`prefetch_ptr`], for a line about to be written: asks for it in
+/// exclusive state, so the store needs no second trip.
+#[inline(always)]
+fn prefetch_write<T>(r: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint and `r` is a valid reference.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
+        _mm_prefetch(r as *const T as *const i8, _MM_HINT_ET0);
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = r;
@@ -194,6 +210,9 @@ impl Window {
         }
         rec.prev = newest.map_or(NO_PREV, |p| p as u32);
         let pos = self.head;
+        // The ring slot written a few inserts from now was last touched a
+        // whole window ago: start its line loading, or the store stalls.
+        prefetch_write(&self.ring[self.slot_of(pos + RING_AHEAD)]);
         let s = self.slot_of(pos);
         self.ring[s] = rec;
         self.head += 1;

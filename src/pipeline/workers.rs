@@ -11,7 +11,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_postgres::{Client, Config};
 
 use crate::error::{Error, Result};
-use crate::pipeline::aggregate::{Aggregator, PartitionOutput, Scratch};
+use crate::pipeline::aggregate::{Aggregator, PartitionOutput, Scratch, BATCH};
 use crate::pipeline::catalog::Catalog;
 use crate::pipeline::partition::{self, Partition, Scope};
 use crate::pipeline::read::{copy_plays, open_reader, Play};
@@ -237,8 +237,6 @@ pub async fn read_in_snapshot(
     Ok(out)
 }
 
-/// Rows decoded before the aggregator takes them, so it can prefetch.
-const BATCH: usize = 32;
 
 /// Exponential backoff with jitter: 100 ms, 200 ms, 400 ms ... (capped at
 /// 5 s), each scaled by a random factor in [0.5, 1.5).
