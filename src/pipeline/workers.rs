@@ -237,7 +237,6 @@ pub async fn read_in_snapshot(
     Ok(out)
 }
 
-
 /// Exponential backoff with jitter: 100 ms, 200 ms, 400 ms ... (capped at
 /// 5 s), each scaled by a random factor in [0.5, 1.5).
 pub fn backoff(attempt: u32) -> Duration {
