@@ -96,8 +96,14 @@ async fn bench_smoke_run_records_every_case_and_agrees_with_the_reference() {
             .map(|x| x.as_f64().unwrap())
             .collect()
     };
-    let floor = runs(if rec["floor_method"].as_str().unwrap().contains("ctid") {
+    // A log datagen partitioned by id also has its leaves copied whole.
+    assert_eq!(runs("floor_whole_leaves").len(), 2, "{rec:#}");
+    assert!(md.contains("whole leaves"), "{md}");
+    let method = rec["floor_method"].as_str().unwrap();
+    let floor = runs(if method.ends_with("ctid ranges") {
         "floor_ctid_ranges"
+    } else if method.ends_with("whole leaves") {
+        "floor_whole_leaves"
     } else {
         "floor_id_ranges"
     });
@@ -159,6 +165,7 @@ async fn bench_smoke_run_records_every_case_and_agrees_with_the_reference() {
     for case in [
         "floor_ctid_ranges",
         "floor_id_ranges",
+        "floor_whole_leaves",
         "engine_all",
         "engine_reads",
         "write_floor",

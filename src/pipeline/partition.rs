@@ -62,6 +62,57 @@ pub fn partition_query(p: &Partition, scope: &Scope) -> String {
     q
 }
 
+/// The leaf of a log partitioned by range on `id` that holds exactly the
+/// rows of ids `$1 ..= $2`: its bounds (`b.lo ..= b.hi`, MINVALUE and
+/// MAXVALUE as the ends of int8) contain the range and it has no row
+/// outside it (two primary-key probes). Its name comes quoted by the server.
+const WHOLE_LEAF: &str = "\
+    SELECT format('%I.%I', n.nspname, c.relname) \
+      FROM pg_inherits i \
+      JOIN pg_class c ON c.oid = i.inhrelid \
+      JOIN pg_namespace n ON n.oid = c.relnamespace \
+     CROSS JOIN LATERAL regexp_match(pg_get_expr(c.relpartbound, c.oid), \
+           '^FOR VALUES FROM \\((?:MINVALUE|''?(-?[0-9]+)''?)\\) TO \\((?:MAXVALUE|''?(-?[0-9]+)''?)\\)$') m \
+     CROSS JOIN LATERAL (SELECT coalesce(m[1]::int8, -9223372036854775808) AS lo, \
+                                coalesce(m[2]::int8 - 1, 9223372036854775807) AS hi) b \
+     WHERE i.inhparent = 'viewing_log'::regclass \
+       AND c.relkind = 'r' \
+       AND pg_get_partkeydef(i.inhparent) = 'RANGE (id)' \
+       AND b.lo <= $1 AND $2 <= b.hi \
+       AND NOT EXISTS (SELECT 1 FROM viewing_log v WHERE v.id >= b.lo AND v.id < $1) \
+       AND NOT EXISTS (SELECT 1 FROM viewing_log v WHERE v.id > $2 AND v.id <= b.hi)";
+
+/// The binary COPY statement that streams partition `p` over `c`, which is
+/// in the run's snapshot. A partition that is exactly one leaf of a log
+/// partitioned by id, read with no bound on `started_at` (`--all`), is
+/// copied as that table: no executor and no range test a row, which cost
+/// the server 13-19 % more CPU a row (a 12.5M-row leaf: 2.81-2.86 s as a
+/// table, 3.25-3.50 s as the SELECT). Anything else is the SELECT of
+/// [`partition_query`]. Asked in the snapshot that reads, so the leaf holds
+/// no row outside `p` in what the COPY sees.
+pub async fn copy_statement(
+    c: &tokio_postgres::Client,
+    p: &Partition,
+    scope: &Scope,
+) -> Result<String> {
+    if scope.read_lo.is_none() && scope.read_hi.is_none() {
+        let leaves = c
+            .query(WHOLE_LEAF, &[&p.id_lo, &p.id_hi])
+            .await
+            .db("looking for the leaf of viewing_log a partition covers")?;
+        if let [leaf] = leaves.as_slice() {
+            let leaf: String = leaf.get(0);
+            return Ok(format!(
+                "COPY {leaf} ({PLAY_COLUMNS}) TO STDOUT (FORMAT binary)"
+            ));
+        }
+    }
+    Ok(format!(
+        "COPY ({}) TO STDOUT (FORMAT binary)",
+        partition_query(p, scope)
+    ))
+}
+
 /// Rows per partition the default aims at: big enough that the per-partition
 /// edges (look-back seeds, checkpoint writes) stay a small share of the work,
 /// small enough that a restart re-reads little and workers stay balanced.

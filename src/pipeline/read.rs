@@ -194,17 +194,17 @@ pub async fn open_reader(
     Ok(c)
 }
 
-/// Streams `COPY (query) TO STDOUT (FORMAT binary)` into `on_row`.
+/// Streams a binary `COPY ... TO STDOUT` of [`PLAY_COLUMNS`] (see
+/// `partition::copy_statement`) into `on_row`.
 /// `check` is polled every 64k rows so a stop request can abort.
 pub async fn copy_plays(
     client: &Client,
-    query: &str,
+    statement: &str,
     mut on_row: impl FnMut(&Play),
     mut check: impl FnMut() -> Result<()>,
 ) -> Result<u64> {
-    let sql = format!("COPY ({query}) TO STDOUT (FORMAT binary)");
     let stream = client
-        .copy_out(sql.as_str())
+        .copy_out(statement)
         .await
         .db("starting COPY of viewing_log")?;
     pin_mut!(stream);

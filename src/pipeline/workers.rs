@@ -196,7 +196,7 @@ pub async fn read_in_snapshot(
         spec.allowance,
         scratch.take().unwrap_or_default(),
     );
-    let query = partition::partition_query(p, &spec.scope);
+    let statement = partition::copy_statement(c, p, &spec.scope).await?;
     let mut pending = 0u64;
     let rows = spec.rows;
     let stop = spec.stop;
@@ -204,7 +204,7 @@ pub async fn read_in_snapshot(
     let mut batch: Vec<Play> = Vec::with_capacity(BATCH);
     copy_plays(
         c,
-        &query,
+        &statement,
         |play| {
             batch.push(*play);
             if batch.len() == BATCH {

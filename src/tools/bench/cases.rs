@@ -14,7 +14,7 @@ use super::BenchArgs;
 use crate::db::Database;
 use crate::engine::RunSummary;
 use crate::error::{DbContext, Error, Result};
-use crate::pipeline::partition::{partition_query, Partition, Scope};
+use crate::pipeline::partition::{copy_statement, Partition, Scope};
 use crate::pipeline::publish::copy_in;
 use crate::pipeline::read::{copy_plays, open_reader, PLAY_COLUMNS};
 use crate::rules::Day;
@@ -71,15 +71,42 @@ pub(super) async fn data_days(c: &Client) -> Result<(Day, Day)> {
     }
 }
 
-/// One floor run: all range queries at once, each on its own connection.
-pub(super) async fn floor(database: &Database, queries: &[String]) -> Result<f64> {
+/// The floor's statement for the rows of `query`.
+pub(super) fn copy_query_to_null(query: &str) -> String {
+    format!("COPY ({query}) TO '/dev/null' (FORMAT binary)")
+}
+
+/// The floor's statements for whole leaves: each copied as a table (no
+/// executor, no predicate), as the engine reads a partition that is one
+/// leaf; the leaves dealt largest first to the least loaded connection.
+pub(super) fn whole_leaf_batches(leaves: &[(String, i64)], workers: usize) -> Vec<String> {
+    let mut batches = vec![(0i64, String::new()); workers.max(1)];
+    for (rel, pages) in leaves {
+        let b = batches
+            .iter_mut()
+            .min_by_key(|b| b.0)
+            .expect("at least one batch");
+        b.0 += pages;
+        b.1.push_str(&format!(
+            "COPY {rel} ({PLAY_COLUMNS}) TO '/dev/null' (FORMAT binary); "
+        ));
+    }
+    batches
+        .into_iter()
+        .filter(|b| !b.1.is_empty())
+        .map(|b| b.1)
+        .collect()
+}
+
+/// One floor run: all batches at once, each on its own connection.
+pub(super) async fn floor(database: &Database, batches: &[String]) -> Result<f64> {
     let mut clients = Vec::new();
-    for _ in queries {
+    for _ in batches {
         clients.push(database.connect().await?);
     }
     let t = Instant::now();
-    try_join_all(clients.iter().zip(queries).map(|(c, q)| async move {
-        c.batch_execute(&format!("COPY ({q}) TO '/dev/null' (FORMAT binary)"))
+    try_join_all(clients.iter().zip(batches).map(|(c, q)| async move {
+        c.batch_execute(q)
             .await
             .db("running the floor COPY (needs superuser or pg_write_server_files)")
     }))
@@ -180,7 +207,7 @@ pub(super) fn engine_reads(
                         let c = open_reader(config, None).await?;
                         let (mut rows, mut sum) = (0u64, 0u64);
                         while let Ok(p) = rx.try_recv() {
-                            let q = partition_query(&p, &Scope::default());
+                            let q = copy_statement(&c, &p, &Scope::default()).await?;
                             rows += copy_plays(
                                 &c,
                                 &q,

@@ -207,20 +207,23 @@ async fn size_log(c: &Client, args: &BenchArgs, workers: usize) -> Result<(Bench
     Ok((rec, r.get(2), r.get(3)))
 }
 
-/// The floor's queries, over id ranges and over ctid ranges of the leaves.
+/// The floor's statements a connection each: over id ranges, over ctid
+/// ranges of the leaves, and, for a log partitioned by id range, the
+/// leaves copied whole as tables.
 struct Floors {
     id: Vec<String>,
     ctid: Vec<String>,
+    leaves: Option<Vec<String>>,
 }
 
 async fn floor_queries(c: &Client, id_lo: i64, id_hi: i64, workers: usize) -> Result<Floors> {
     let id = split(id_lo, id_hi, workers as u32)
         .iter()
         .map(|p| {
-            format!(
+            copy_query_to_null(&format!(
                 "SELECT {PLAY_COLUMNS} FROM viewing_log WHERE id >= {} AND id <= {}",
                 p.id_lo, p.id_hi
-            )
+            ))
         })
         .collect();
     let leaves: Vec<(String, i64)> = c
@@ -239,9 +242,19 @@ async fn floor_queries(c: &Client, id_lo: i64, id_hi: i64, workers: usize) -> Re
     let pages: i64 = leaves.iter().map(|l| l.1).sum();
     let ctid = split(0, pages.max(1) - 1, workers as u32)
         .iter()
-        .map(|p| ctid_range_query(&leaves, p.id_lo, p.id_hi + 1))
+        .map(|p| copy_query_to_null(&ctid_range_query(&leaves, p.id_lo, p.id_hi + 1)))
         .collect();
-    Ok(Floors { id, ctid })
+    let by_id: bool = c
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = 'viewing_log'::regclass) \
+                AND pg_get_partkeydef('viewing_log'::regclass) = 'RANGE (id)'",
+            &[],
+        )
+        .await
+        .db("asking how viewing_log is partitioned")?
+        .get(0);
+    let leaves = by_id.then(|| whole_leaf_batches(&leaves, workers));
+    Ok(Floors { id, ctid, leaves })
 }
 
 /// What every case needs.
@@ -265,6 +278,8 @@ struct RoundRuns {
     ctid: Vec<f64>,
     id_cpu: CpuRuns,
     ctid_cpu: CpuRuns,
+    leaves: Vec<f64>,
+    leaves_cpu: CpuRuns,
     engine: Vec<f64>,
     engine_cpu: CpuRuns,
     reads: Vec<f64>,
@@ -290,6 +305,11 @@ impl Bench<'_> {
             let m = meter.start(c).await?;
             runs.ctid.push(floor(self.database, &floors.ctid).await?);
             runs.ctid_cpu.push(meter.since(c, m).await?);
+            if let Some(leaves) = &floors.leaves {
+                let m = meter.start(c).await?;
+                runs.leaves.push(floor(self.database, leaves).await?);
+                runs.leaves_cpu.push(meter.since(c, m).await?);
+            }
 
             (self.say)(&format!("round {round}: settle run --all"));
             let s = self.engine_run(&mut runs).await?;
@@ -512,11 +532,16 @@ fn record_rounds(rec: &mut BenchRecord, runs: RoundRuns, last: RunSummary, worke
     rec.floor_ctid_ranges = Stats::of(runs.ctid);
     rec.cpu.floor_id_ranges = Cpu::of(&runs.id_cpu);
     rec.cpu.floor_ctid_ranges = Cpu::of(&runs.ctid_cpu);
-    let (method, floor_stats) = if rec.floor_ctid_ranges.median_s < rec.floor_id_ranges.median_s {
-        ("ctid ranges", rec.floor_ctid_ranges.clone())
-    } else {
-        ("id ranges", rec.floor_id_ranges.clone())
-    };
+    if !runs.leaves.is_empty() {
+        rec.floor_whole_leaves = Some(Stats::of(runs.leaves));
+        rec.cpu.floor_whole_leaves = Some(Cpu::of(&runs.leaves_cpu));
+    }
+    let (method, floor_stats) = rec
+        .floor_methods()
+        .into_iter()
+        .min_by(|a, b| a.1.median_s.total_cmp(&b.1.median_s))
+        .map(|(m, s, _)| (m, s.clone()))
+        .expect("the id and ctid floors always run");
     rec.floor_method = format!("{workers} parallel {method}");
     rec.floor = floor_stats;
     rec.engine_all = Stats::of(runs.engine);

@@ -75,6 +75,8 @@ pub struct BenchRecord {
     pub workers: usize,
     pub floor_id_ranges: Stats,
     pub floor_ctid_ranges: Stats,
+    /// The leaves copied whole as tables, for a log partitioned by id.
+    pub floor_whole_leaves: Option<Stats>,
     pub floor_method: String,
     pub floor: Stats,
     pub engine_all: Stats,
@@ -136,6 +138,25 @@ pub struct BenchRecord {
     pub written_to: String,
 }
 
+impl BenchRecord {
+    /// The floor's methods that ran: name, timings and CPU.
+    pub fn floor_methods(&self) -> Vec<(&'static str, &Stats, Cpu)> {
+        let mut v = vec![
+            ("id ranges", &self.floor_id_ranges, self.cpu.floor_id_ranges),
+            (
+                "ctid ranges",
+                &self.floor_ctid_ranges,
+                self.cpu.floor_ctid_ranges,
+            ),
+        ];
+        if let Some(s) = &self.floor_whole_leaves {
+            let cpu = self.cpu.floor_whole_leaves.unwrap_or_default();
+            v.push(("whole leaves", s, cpu));
+        }
+        v
+    }
+}
+
 /// Median CPU seconds of one case's runs.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct Cpu {
@@ -167,6 +188,7 @@ pub struct CpuRecord {
     pub server_unmeasured: Option<String>,
     pub floor_id_ranges: Cpu,
     pub floor_ctid_ranges: Cpu,
+    pub floor_whole_leaves: Option<Cpu>,
     pub engine_all: Cpu,
     pub engine_reads: Cpu,
     pub write_floor: Cpu,
@@ -255,19 +277,14 @@ pub fn markdown(r: &BenchRecord) -> String {
         r.floor_method,
         fmt(&r.floor)
     ));
-    o.push_str(&format!(
-        "| (a') floor, the other method ({}) | {} | |\n",
-        if r.floor_method.contains("ctid") {
-            "id ranges"
-        } else {
-            "ctid ranges"
-        },
-        fmt(if r.floor_method.contains("ctid") {
-            &r.floor_id_ranges
-        } else {
-            &r.floor_ctid_ranges
-        })
-    ));
+    for (method, stats, _) in r.floor_methods() {
+        if !r.floor_method.ends_with(method) {
+            o.push_str(&format!(
+                "| (a') floor, another method ({method}) | {} | |\n",
+                fmt(stats)
+            ));
+        }
+    }
     let list = |v: &[f64]| {
         v.iter()
             .map(|x| format!("{x:.2}"))
@@ -386,11 +403,11 @@ pub(super) fn cpu_table(r: &BenchRecord) -> String {
     if let Some(why) = &c.server_unmeasured {
         o = format!("\nServer CPU not measured: {why}.\n{o}");
     }
-    let floor = if r.floor_method.contains("ctid") {
-        c.floor_ctid_ranges
-    } else {
-        c.floor_id_ranges
-    };
+    let floor = r
+        .floor_methods()
+        .into_iter()
+        .find(|m| r.floor_method.ends_with(m.0))
+        .map_or(c.floor_id_ranges, |m| m.2);
     let base = floor.total().filter(|t| *t > 0.0);
     let opt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1}"));
     let mut row = |name: &str, x: &Cpu| {
@@ -405,8 +422,9 @@ pub(super) fn cpu_table(r: &BenchRecord) -> String {
             }
         ))
     };
-    row("(a) floor, ctid ranges", &c.floor_ctid_ranges);
-    row("(a) floor, id ranges", &c.floor_id_ranges);
+    for (method, _, cpu) in r.floor_methods() {
+        row(&format!("(a) floor, {method}"), &cpu);
+    }
     row("(b) settle run --all", &c.engine_all);
     row("(b') the engine's reads alone", &c.engine_reads);
     row("(w) the write floor", &c.write_floor);
