@@ -772,7 +772,7 @@ async fn a_killed_worker_connection_is_retried_and_the_run_completes() {
     let killed: i64 = c
         .query_one(
             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
-             WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE 'COPY (SELECT%'",
+             WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE 'COPY % TO STDOUT %'",
             &[],
         )
         .await

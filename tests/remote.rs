@@ -117,7 +117,7 @@ async fn copying_backend(standby: &Client) -> i32 {
         if let Some(r) = standby
             .query_opt(
                 "SELECT pid FROM pg_stat_activity WHERE state = 'active' \
-                 AND query LIKE 'COPY (SELECT %' AND pid <> pg_backend_pid() LIMIT 1",
+                 AND query LIKE 'COPY % TO STDOUT %' AND pid <> pg_backend_pid() LIMIT 1",
                 &[],
             )
             .await

@@ -82,6 +82,9 @@ pub struct RunOptions {
     pub pause_before_swap: Duration,
 }
 
+/// Connections the exact path re-reads on at most.
+const EXACT_PATH_CONNECTIONS: usize = 4;
+
 /// Default `--partition-timeout`: a 16M-row partition reads in about a
 /// minute on this project's 2-core reference machine, so ten minutes means
 /// the worker is stuck, not slow.
@@ -371,7 +374,7 @@ async fn execute(
 
     // The exact path, still inside the snapshot.
     obs.event(&Event::Phase(Phase::ExactPath));
-    exact_path(snap, &mut merged, &catalog, &days.scope, &mut summary).await?;
+    exact_path(snap, inputs, &mut merged, &mut summary).await?;
 
     // Settle and rank.
     obs.event(&Event::Phase(Phase::Settle));
@@ -473,17 +476,43 @@ fn how<'a>(database: &'a Database, opts: &RunOptions) -> publish::How<'a> {
     }
 }
 
-/// The exact path, still inside the snapshot, which it then closes.
+/// The exact path, still inside the snapshot, which it then closes. Its
+/// re-reads also go to one more connection per further worker (up to one
+/// a core), in the same snapshot: one backend alone left a core idle.
 async fn exact_path(
     snap: Client,
+    inputs: read_all::ReadInputs<'_>,
     merged: &mut read_all::Merged,
-    catalog: &Catalog,
-    scope: &crate::pipeline::partition::Scope,
     summary: &mut RunSummary,
 ) -> Result<()> {
     let t_exact = Instant::now();
-    summary.exact_path =
-        exact::resolve(&snap, &mut merged.edges, catalog, scope, &mut merged.totals).await?;
+    let (catalog, scope) = (inputs.catalog, &inputs.scope);
+    let mut extra = Vec::new();
+    if !merged.edges.is_empty() {
+        for _ in 1..inputs.workers.clamp(1, EXACT_PATH_CONNECTIONS) {
+            match crate::pipeline::read::open_reader(inputs.config, Some(inputs.snapshot)).await {
+                Ok(c) => extra.push(c),
+                Err(e) => {
+                    tracing::warn!("the exact path goes on with fewer connections: {e}");
+                    break;
+                }
+            }
+        }
+    }
+    let sources: Vec<&Client> = std::iter::once(&snap).chain(extra.iter()).collect();
+    summary.exact_path = exact::resolve(
+        &sources,
+        &mut merged.edges,
+        catalog,
+        scope,
+        &mut merged.totals,
+    )
+    .await?;
+    for c in extra {
+        c.batch_execute("COMMIT")
+            .await
+            .db("closing an exact-path connection")?;
+    }
     merged.edges = Vec::new();
     snap.batch_execute("COMMIT")
         .await

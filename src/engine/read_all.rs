@@ -125,7 +125,8 @@ async fn merge_kept(
     Ok(())
 }
 
-/// What the readers need beyond the plan.
+/// What the readers (and the exact path after them) need beyond the plan.
+#[derive(Clone, Copy)]
 pub(crate) struct ReadInputs<'a> {
     pub config: &'a Config,
     pub snapshot: &'a str,

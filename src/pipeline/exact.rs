@@ -203,19 +203,60 @@ pub fn prune_heads(edges: &mut [Edges], plan_lo: &[i64]) {
     }
 }
 
-/// Resolves all seeds and applies the corrections to `totals`.
-pub async fn resolve(
-    source: &impl PlaySource,
+/// Resolves all seeds and applies the corrections to `totals`. The
+/// clusters' plays are re-read a round at a time, one cluster on each
+/// source (each its own backend in the run's snapshot, so the server's
+/// share of the path runs on as many cores), and applied in cluster order.
+pub async fn resolve<S: PlaySource>(
+    sources: &[&S],
     edges: &mut [Edges],
     catalog: &Catalog,
     scope: &Scope,
     totals: &mut Totals,
 ) -> Result<ExactPathStats> {
     let mut stats = ExactPathStats::default();
-    edges.sort_by_key(|e| e.partition.id_lo);
+    let first = *sources.first().expect("at least one source of plays");
+    let (seeds, late_ids) = collect_seeds(first, edges, catalog, scope, &mut stats).await?;
+    stats.seeds = seeds.len() as u64;
+    if seeds.is_empty() {
+        return Ok(stats);
+    }
+    let parts: Vec<(i64, i64)> = edges
+        .iter()
+        .map(|e| (e.partition.id_lo, e.partition.id_hi))
+        .collect();
+    let fix = Fixer {
+        catalog,
+        scope,
+        late_ids: &late_ids,
+        parts: &parts,
+    };
+    let clusters = clusters_of(seeds);
+    for round in clusters.chunks(sources.len()) {
+        let mut asked = Vec::with_capacity(round.len());
+        for (c, source) in round.iter().zip(sources) {
+            asked.push(source.plays_near(&c.keys, c.lo, c.hi, scope));
+        }
+        let answers = futures_util::future::try_join_all(asked).await?;
+        for (c, plays) in round.iter().zip(answers) {
+            stats.queries += 1;
+            stats.reread_rows += plays.len() as u64;
+            stats.corrections += fix.apply(c.lo, plays, totals);
+        }
+    }
+    Ok(stats)
+}
 
-    // Seeds: late rows everywhere, and each partition's head up to 30 s past
-    // the newest play of the partitions below it.
+/// Seeds: late rows everywhere, and each partition's head up to 30 s past
+/// the newest play of the partitions below it; and the late rows' ids.
+async fn collect_seeds(
+    source: &impl PlaySource,
+    edges: &mut [Edges],
+    catalog: &Catalog,
+    scope: &Scope,
+    stats: &mut ExactPathStats,
+) -> Result<(Vec<Seed>, FxHashSet<i64>)> {
+    edges.sort_by_key(|e| e.partition.id_lo);
     let mut seeds: Vec<Seed> = Vec::new();
     let mut late_ids: FxHashSet<i64> = FxHashSet::default();
     let mut newest_below: Option<i64> = None;
@@ -248,47 +289,67 @@ pub async fn resolve(
             newest_below = Some(newest_below.map_or(hi, |h| h.max(hi)));
         }
     }
-    stats.seeds = seeds.len() as u64;
-    if seeds.is_empty() {
-        return Ok(stats);
-    }
+    Ok((seeds, late_ids))
+}
 
-    let parts: Vec<(i64, i64)> = edges
-        .iter()
-        .map(|e| (e.partition.id_lo, e.partition.id_hi))
-        .collect();
-    let part_of = |id: i64| -> usize {
-        match parts.binary_search_by(|&(lo, _)| lo.cmp(&id)) {
-            Ok(i) => i,
-            Err(i) => i.saturating_sub(1),
-        }
-    };
+/// Seeds no further apart than the gap, re-read in one query: their keys
+/// and the time span around them.
+struct Cluster {
+    keys: Vec<(i64, i64)>,
+    lo: i64,
+    hi: i64,
+}
 
+fn clusters_of(mut seeds: Vec<Seed>) -> Vec<Cluster> {
     seeds.sort_by_key(|s| (s.started_at, s.id));
+    let mut out = Vec::new();
     let mut i = 0;
     while i < seeds.len() {
-        // One cluster: seeds no further apart than the gap.
         let mut j = i + 1;
         while j < seeds.len() && seeds[j].started_at - seeds[j - 1].started_at <= CLUSTER_GAP_MICROS
         {
             j += 1;
         }
-        let lo = seeds[i].started_at - REPLAY_WINDOW_MICROS;
-        let hi = seeds[j - 1].started_at + REPLAY_WINDOW_MICROS;
         let mut keys: Vec<(i64, i64)> = seeds[i..j]
             .iter()
             .map(|s| (s.user_id, s.video_id))
             .collect();
         keys.sort_unstable();
         keys.dedup();
+        out.push(Cluster {
+            keys,
+            lo: seeds[i].started_at - REPLAY_WINDOW_MICROS,
+            hi: seeds[j - 1].started_at + REPLAY_WINDOW_MICROS,
+        });
         i = j;
+    }
+    out
+}
 
-        let plays = source.plays_near(&keys, lo, hi, scope).await?;
-        stats.queries += 1;
-        stats.reread_rows += plays.len() as u64;
+/// Recomputes the provisional and the true decision of a cluster's plays
+/// and applies the difference.
+struct Fixer<'a> {
+    catalog: &'a Catalog,
+    scope: &'a Scope,
+    late_ids: &'a FxHashSet<i64>,
+    /// Every partition's id range, sorted.
+    parts: &'a [(i64, i64)],
+}
+
+impl Fixer<'_> {
+    fn part_of(&self, id: i64) -> usize {
+        match self.parts.binary_search_by(|&(lo, _)| lo.cmp(&id)) {
+            Ok(i) => i,
+            Err(i) => i.saturating_sub(1),
+        }
+    }
+
+    /// Applies one cluster's corrections (re-read from `lo`); returns how many.
+    fn apply(&self, lo: i64, plays: Vec<Play>, totals: &mut Totals) -> u64 {
+        let mut corrections = 0;
         let mut groups: FxHashMap<(i64, i64), Vec<(Play, u32)>> = FxHashMap::default();
         for p in plays {
-            if let Some(v) = is_candidate(catalog, &p) {
+            if let Some(v) = is_candidate(self.catalog, &p) {
                 groups
                     .entry((p.user_id, p.video_id))
                     .or_default()
@@ -300,33 +361,12 @@ pub async fn resolve(
             for n in 0..g.len() {
                 let (p, v) = g[n];
                 // Only plays whose whole 30 s look-back was re-read, and that count.
-                if p.started_at < lo + REPLAY_WINDOW_MICROS || !scope.in_count(p.started_at) {
+                if p.started_at < lo + REPLAY_WINDOW_MICROS || !self.scope.in_count(p.started_at) {
                     continue;
                 }
-                let true_replay =
-                    n > 0 && p.started_at - g[n - 1].0.started_at < REPLAY_WINDOW_MICROS;
-                let late = late_ids.contains(&p.id);
-                let sign: i64 = if late {
-                    if true_replay {
-                        0
-                    } else {
-                        1
-                    }
-                } else {
-                    let my_part = part_of(p.id);
-                    let prov_replay = g[..n]
-                        .iter()
-                        .rev()
-                        .take_while(|(q, _)| p.started_at - q.started_at < REPLAY_WINDOW_MICROS)
-                        .any(|(q, _)| !late_ids.contains(&q.id) && part_of(q.id) == my_part);
-                    match (prov_replay, true_replay) {
-                        (true, false) => 1,
-                        (false, true) => -1,
-                        _ => 0,
-                    }
-                };
+                let sign = self.sign(&g, n);
                 if sign != 0 {
-                    stats.corrections += 1;
+                    corrections += 1;
                     let watch = (p.end_position - p.start_position) as i64;
                     let ads = ad_views(p.start_position, p.end_position) as i64;
                     totals.apply(
@@ -341,8 +381,30 @@ pub async fn resolve(
                 }
             }
         }
+        corrections
     }
-    Ok(stats)
+
+    /// +1 when play `n` of its key's group counts but was provisionally a
+    /// replay (or late, never aggregated), -1 the other way, 0 when the
+    /// provisional decision stands.
+    fn sign(&self, g: &[(Play, u32)], n: usize) -> i64 {
+        let p = g[n].0;
+        let true_replay = n > 0 && p.started_at - g[n - 1].0.started_at < REPLAY_WINDOW_MICROS;
+        if self.late_ids.contains(&p.id) {
+            return if true_replay { 0 } else { 1 };
+        }
+        let my_part = self.part_of(p.id);
+        let prov_replay = g[..n]
+            .iter()
+            .rev()
+            .take_while(|(q, _)| p.started_at - q.started_at < REPLAY_WINDOW_MICROS)
+            .any(|(q, _)| !self.late_ids.contains(&q.id) && self.part_of(q.id) == my_part);
+        match (prov_replay, true_replay) {
+            (true, false) => 1,
+            (false, true) => -1,
+            _ => 0,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -438,6 +500,40 @@ mod tests {
             .collect()
     }
 
+    /// Over several connections the exact path asks for the same clusters
+    /// as over one, dealt to them in turn; edges are refetched on the first.
+    #[test]
+    fn clusters_are_dealt_to_the_sources_in_turn() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let catalog = Catalog::new(vec![(0, -1, 100), (1, -1, 100), (2, -1, 100)]);
+        let scope = Scope::default();
+        let mut several = 0;
+        for seed in 1..200u64 {
+            let one = Recorder::default();
+            let (a, b) = (Recorder::default(), Recorder::default());
+            for sources in [vec![&one], vec![&a, &b]] {
+                let mut totals = Totals::new(&catalog);
+                let mut edges = random_edges(seed);
+                rt.block_on(resolve(&sources, &mut edges, &catalog, &scope, &mut totals))
+                    .expect("resolve");
+            }
+            let (alone, even, odd) = (one.asked.take(), a.asked.take(), b.asked.take());
+            several += u32::from(!odd.is_empty());
+            let mut dealt = Vec::new();
+            let mut odd = odd.into_iter();
+            for e in even {
+                dealt.push(e);
+                dealt.extend(odd.next());
+            }
+            assert_eq!(dealt, alone, "seed {seed}");
+            assert_eq!(a.edges.take(), one.edges.take(), "seed {seed}");
+            assert!(b.edges.take().is_empty(), "seed {seed}");
+        }
+        assert!(several > 20, "{several} cases used both sources");
+    }
+
     /// Pruning heads as partitions finish, in any order, leaves the exact
     /// path with the same seeds, queries and refetches as keeping them all.
     #[test]
@@ -471,7 +567,7 @@ mod tests {
                 let src = Recorder::default();
                 let mut totals = Totals::new(&catalog);
                 let stats = rt
-                    .block_on(resolve(&src, &mut edges, &catalog, &scope, &mut totals))
+                    .block_on(resolve(&[&src], &mut edges, &catalog, &scope, &mut totals))
                     .expect("resolve");
                 (
                     stats.seeds,

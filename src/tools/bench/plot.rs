@@ -1,4 +1,5 @@
-//! The cost curve as an SVG: ns/row, run/floor and peak RSS against rows
+//! The cost curve as an SVG: ns/row (whole run, and its read phase alone),
+//! run/floor and peak RSS against rows
 //! (log scale), one line per catalogue size, with the targets drawn
 //! as dashed lines so a point over its target stands out.
 
@@ -24,11 +25,17 @@ struct Panel {
     target: Option<f64>,
 }
 
-const PANELS: [Panel; 3] = [
+const PANELS: [Panel; 4] = [
     Panel {
         title: "engine ns per row (settle run --all)",
         y: "ns/row",
         value: |p| p.ns_per_row,
+        target: None,
+    },
+    Panel {
+        title: "read+aggregate ns per row (no publish)",
+        y: "ns/row",
+        value: |p| p.read_ns_per_row,
         target: None,
     },
     Panel {
@@ -51,7 +58,7 @@ fn plot_err(e: impl std::fmt::Display) -> Error {
 
 /// Draws `rec` into `path`.
 pub fn draw(rec: &ScaleRecord, path: &Path) -> Result<()> {
-    let root = SVGBackend::new(path, (1500, 460)).into_drawing_area();
+    let root = SVGBackend::new(path, (2000, 460)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let (head, body) = root.split_vertically(40);
     head.draw_text(
@@ -75,7 +82,11 @@ pub fn draw(rec: &ScaleRecord, path: &Path) -> Result<()> {
     } else {
         (lo / 1.5, hi * 1.5)
     };
-    for (area, panel) in body.split_evenly((1, 3)).iter().zip(PANELS.iter()) {
+    for (area, panel) in body
+        .split_evenly((1, PANELS.len()))
+        .iter()
+        .zip(PANELS.iter())
+    {
         panel_chart(area, panel, rec, &catalogues, (lo, hi))?;
     }
     root.present().map_err(plot_err)
@@ -178,9 +189,10 @@ mod tests {
         assert!(svg.starts_with("<svg"), "{}", &svg[..40.min(svg.len())]);
         assert_eq!(
             svg.matches("<circle").count(),
-            3 * 3,
-            "3 points in 3 panels"
+            3 * PANELS.len(),
+            "3 points in every panel"
         );
+        assert!(svg.contains("read+aggregate ns per row"));
         assert!(svg.contains("1,000,000 videos") && svg.contains("100,000 videos"));
         assert!(svg.contains("target 1.6"));
         std::fs::remove_dir_all(&dir).unwrap();
