@@ -74,6 +74,8 @@ impl Merged {
             head: out.head,
             late: out.late,
             allowance: out.allowance,
+            keys: out.window_keys,
+            cleared: 0,
         });
         exact::prune_heads(&mut self.edges, plan_lo);
     }

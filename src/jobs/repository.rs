@@ -613,25 +613,39 @@ pub async fn stop_requested(c: &Client, exec: i64) -> Result<bool> {
 /// existed are plain fixed-width bincode, whose first byte (the tag of
 /// `Option<Partition>`) is 0 or 1, so the two cannot be confused.
 const COMPACT: &[u8; 4] = b"SPV2";
+/// The compact encoding followed by the window's key filter.
+const WITH_KEYS: &[u8; 4] = b"SPV3";
 
 /// Kept results in varint bincode: the day cells are small numbers, so this
 /// is about half the fixed-width size (17 MB → 7.8 MB per partition at
 /// 100M rows). A run writes them while it is still reading, so their size
-/// is server work and memory that the read competes with.
+/// is server work and memory that the read competes with. The key filter
+/// follows the rest, so that a result kept as SPV2 still decodes (without
+/// one: its partition then clears no head rows).
 pub(crate) fn encode_output(out: &PartitionOutput) -> Vec<u8> {
     use bincode::Options;
-    let mut blob = COMPACT.to_vec();
-    bincode::DefaultOptions::new()
-        .serialize_into(&mut blob, out)
+    let mut blob = WITH_KEYS.to_vec();
+    let opts = bincode::DefaultOptions::new();
+    opts.serialize_into(&mut blob, out)
         .expect("partition output serializes");
+    opts.serialize_into(&mut blob, &out.window_keys)
+        .expect("key filter serializes");
     blob
 }
 
 pub(crate) fn decode_output(bytes: &[u8]) -> Result<PartitionOutput> {
     use bincode::Options;
-    let decoded = match bytes.strip_prefix(COMPACT) {
-        Some(rest) => bincode::DefaultOptions::new().deserialize(rest),
-        None => bincode::deserialize(bytes),
+    let opts = bincode::DefaultOptions::new();
+    let decoded = if let Some(mut rest) = bytes.strip_prefix(WITH_KEYS) {
+        opts.deserialize_from::<_, PartitionOutput>(&mut rest)
+            .and_then(|mut out| {
+                out.window_keys = opts.deserialize(rest)?;
+                Ok(out)
+            })
+    } else if let Some(rest) = bytes.strip_prefix(COMPACT) {
+        opts.deserialize(rest)
+    } else {
+        bincode::deserialize(bytes)
     };
     decoded.map_err(|e| {
         Error::Refused(Refusal::UnreadableKept {
@@ -690,6 +704,11 @@ mod tests {
             day_lo: Some(8_600),
             day_hi: Some(8_602),
             allowance: 10_800_000_000,
+            window_keys: Some({
+                let mut f = crate::pipeline::keyfilter::KeyFilter::with_capacity(100, -5);
+                f.insert(i64::MIN, 5);
+                f
+            }),
             ..PartitionOutput::default()
         }
     }
@@ -704,23 +723,37 @@ mod tests {
             (a.day_lo, a.day_hi, a.allowance),
             (b.day_lo, b.day_hi, b.allowance)
         );
+        assert_eq!(a.window_keys, b.window_keys);
     }
 
     #[test]
-    fn kept_results_round_trip_in_both_encodings_and_the_compact_one_is_smaller() {
+    fn kept_results_round_trip_in_every_encoding_and_the_compact_one_is_smaller() {
+        use bincode::Options;
         let out = sample();
         let compact = encode_output(&out);
-        same(&decode_output(&compact).unwrap(), &out);
-        // A result kept by an older settle still reads.
+        let back = decode_output(&compact).unwrap();
+        assert!(back.window_keys.as_ref().unwrap().may_contain(i64::MIN, 5));
+        same(&back, &out);
+        // Results kept by an older settle still read, without key filters.
+        let without_keys = PartitionOutput {
+            window_keys: None,
+            ..out.clone()
+        };
+        let mut spv2 = COMPACT.to_vec();
+        bincode::DefaultOptions::new()
+            .serialize_into(&mut spv2, &out)
+            .unwrap();
+        same(&decode_output(&spv2).unwrap(), &without_keys);
         let legacy = bincode::serialize(&out).unwrap();
-        same(&decode_output(&legacy).unwrap(), &out);
+        same(&decode_output(&legacy).unwrap(), &without_keys);
         assert!(
             compact.len() * 2 < legacy.len(),
             "compact {} B against fixed-width {} B",
             compact.len(),
             legacy.len()
         );
-        // A damaged blob is refused, not misread.
+        // A damaged blob is refused, not misread, in the filter too.
         assert!(decode_output(&compact[..compact.len() / 2]).is_err());
+        assert!(decode_output(&compact[..compact.len() - 3]).is_err());
     }
 }

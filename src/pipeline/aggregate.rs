@@ -18,6 +18,7 @@
 use rustc_hash::FxHashMap;
 
 use crate::pipeline::catalog::{Catalog, Meta, NO_VIDEO};
+use crate::pipeline::keyfilter::KeyFilter;
 use crate::pipeline::partition::{Partition, Scope};
 use crate::pipeline::read::Play;
 use crate::pipeline::window::{prefetch_ptr, Rec, Window};
@@ -148,6 +149,12 @@ pub struct PartitionOutput {
     /// partitions records no tail counts.
     #[serde(skip)]
     pub tails: Vec<(i32, u64)>,
+    /// The keys of the final window, so the exact path can clear higher
+    /// partitions' head rows (`None`: unknown, every head row stays a seed).
+    /// Encoded after the rest (see `jobs::repository::encode_output`), so
+    /// results kept before it existed still decode.
+    #[serde(skip)]
+    pub window_keys: Option<KeyFilter>,
 }
 
 /// Memory one worker's passes reuse from partition to partition: the
@@ -573,6 +580,16 @@ impl<'a> Aggregator<'a> {
         }
     }
 
+    /// The final window's keys: every non-late candidate that started at or
+    /// after the window's last cutoff is among them.
+    fn window_keys(&self) -> KeyFilter {
+        let mut f = KeyFilter::with_capacity(self.window.len(), self.window.complete_from());
+        for r in self.window.live_records() {
+            f.insert(r.user_id, self.catalog.video_ids[r.vidx as usize]);
+        }
+        f
+    }
+
     pub fn finish(self, partition: Option<Partition>) -> PartitionOutput {
         self.finish_keep(partition).0
     }
@@ -605,6 +622,7 @@ impl<'a> Aggregator<'a> {
             }
         }
         days.sort_by_key(|d| d.0);
+        let window_keys = self.window_keys();
         let out = PartitionOutput {
             partition,
             counts: self.counts,
@@ -619,6 +637,7 @@ impl<'a> Aggregator<'a> {
             day_hi: (self.day_lo <= self.day_hi).then_some(self.day_hi),
             allowance: self.allowance,
             tails: self.tails,
+            window_keys: Some(window_keys),
         };
         tracing::debug!(
             ring = self.window.ring_len(),

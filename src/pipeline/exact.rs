@@ -21,6 +21,7 @@ use tokio_postgres::Client;
 use crate::error::{DbContext, Result};
 use crate::pipeline::aggregate::{head_reach, Cell, Seed};
 use crate::pipeline::catalog::{Catalog, NO_VIDEO};
+use crate::pipeline::keyfilter::KeyFilter;
 use crate::pipeline::partition::{Partition, Scope};
 use crate::pipeline::read::{Play, PLAY_COLUMNS};
 use crate::pipeline::totals::Totals;
@@ -36,6 +37,11 @@ pub struct Edges {
     pub head: Vec<Seed>,
     pub late: Vec<Seed>,
     pub allowance: i64,
+    /// The partition's final window keys (`None`: unknown).
+    pub keys: Option<KeyFilter>,
+    /// Head rows already cleared by `prune_heads` through lower partitions'
+    /// key filters.
+    pub cleared: u64,
 }
 
 /// Seeds closer than this are re-read in one query.
@@ -51,6 +57,9 @@ pub struct ExactPathStats {
     pub queries: u64,
     /// Partitions whose retained edge was too short and had it re-read.
     pub refetched_edges: u64,
+    /// Head rows that needed no re-read: no lower partition held a play of
+    /// their (user, video) within 30 s, by its time span or key filter.
+    pub cleared_heads: u64,
     /// Plays whose provisional decision was corrected.
     pub corrections: u64,
 }
@@ -175,6 +184,41 @@ fn head_use(e: &Edges, newest_below: Option<i64>) -> HeadUse {
     }
 }
 
+/// Whether a head row can have a play of a lower partition (`lower`)
+/// within 30 s, before or after it. No, when every lower partition's time
+/// span is further away or its window's key filter, complete from before
+/// the row's 30 s look-back, has never seen the row's key. Late rows are
+/// not in the filters, but they are seeds themselves: their own re-read
+/// covers the 30 s after them, so the head row is decided there.
+fn may_pair(s: &Seed, lower: &[Edges]) -> bool {
+    lower.iter().any(|q| {
+        let (Some(lo), Some(hi)) = (q.ts_lo, q.ts_hi) else {
+            return false;
+        };
+        if s.started_at < lo.saturating_sub(REPLAY_WINDOW_MICROS)
+            || s.started_at > hi.saturating_add(REPLAY_WINDOW_MICROS)
+        {
+            return false;
+        }
+        match &q.keys {
+            Some(f) if s.started_at.saturating_sub(REPLAY_WINDOW_MICROS) >= f.complete_from => {
+                f.may_contain(s.user_id, s.video_id)
+            }
+            _ => true,
+        }
+    })
+}
+
+/// Keeps the head rows of `e` that are seeds: up to `reach`, and able to
+/// pair with a lower partition. Returns how many the key filters cleared.
+fn keep_seeds(e: &mut Edges, lower: &[Edges], reach: i64) -> u64 {
+    e.head.retain(|s| s.started_at <= reach);
+    let before = e.head.len();
+    e.head.retain(|s| may_pair(s, lower));
+    e.head.shrink_to_fit();
+    (before - e.head.len()) as u64
+}
+
 /// Drops the head rows that cannot become seeds, for every finished
 /// partition whose lower partitions (by `id`, per `plan_lo`, the sorted
 /// `id_lo`s of the whole plan) have all finished. Heads hold a partition's
@@ -187,14 +231,13 @@ pub fn prune_heads(edges: &mut [Edges], plan_lo: &[i64]) {
     for (next, &lo) in plan_lo.iter().enumerate() {
         // Edges are unique per partition, so the prefix is complete while
         // the next edge is the next partition of the plan.
-        let Some(e) = edges.get_mut(next).filter(|e| e.partition.id_lo == lo) else {
+        if edges.get(next).is_none_or(|e| e.partition.id_lo != lo) {
             return;
-        };
+        }
+        let (lower, rest) = edges.split_at_mut(next);
+        let e = &mut rest[0];
         match head_use(e, newest_below) {
-            HeadUse::Upto(reach) => {
-                e.head.retain(|s| s.started_at <= reach);
-                e.head.shrink_to_fit();
-            }
+            HeadUse::Upto(reach) => e.cleared += keep_seeds(e, lower, reach),
             HeadUse::None | HeadUse::Refetch(_) => e.head = Vec::new(),
         }
         if let Some(hi) = e.ts_hi {
@@ -260,7 +303,9 @@ async fn collect_seeds(
     let mut seeds: Vec<Seed> = Vec::new();
     let mut late_ids: FxHashSet<i64> = FxHashSet::default();
     let mut newest_below: Option<i64> = None;
-    for e in edges.iter() {
+    for i in 0..edges.len() {
+        let (lower, rest) = edges.split_at_mut(i);
+        let e = &mut rest[0];
         stats.late_rows += e.late.len() as u64;
         for s in &e.late {
             late_ids.insert(s.id);
@@ -282,7 +327,9 @@ async fn collect_seeds(
                 }
             }
             HeadUse::Upto(reach) => {
-                seeds.extend(e.head.iter().filter(|s| s.started_at <= reach));
+                e.cleared += keep_seeds(e, lower, reach);
+                stats.cleared_heads += e.cleared;
+                seeds.extend_from_slice(&e.head);
             }
         }
         if let Some(hi) = e.ts_hi {
@@ -484,6 +531,15 @@ mod tests {
                         })
                         .collect()
                 };
+                // Some partitions know their window's keys, from some time on.
+                let keys = (!lcg(&mut x).is_multiple_of(3)).then(|| {
+                    let from = lo + (lcg(&mut x) as i64 % 120) * half;
+                    let mut f = KeyFilter::with_capacity(8, from);
+                    for _ in 0..lcg(&mut x) % 8 {
+                        f.insert((lcg(&mut x) % 5) as i64, (lcg(&mut x) % 3) as i64);
+                    }
+                    f
+                });
                 Edges {
                     partition: Partition {
                         no: i as u32,
@@ -495,6 +551,8 @@ mod tests {
                     head,
                     late: Vec::new(),
                     allowance,
+                    keys,
+                    cleared: 0,
                 }
             })
             .collect()
@@ -571,6 +629,7 @@ mod tests {
                     .expect("resolve");
                 (
                     stats.seeds,
+                    stats.cleared_heads,
                     stats.refetched_edges,
                     src.asked.take(),
                     src.edges.take(),

@@ -2,7 +2,8 @@
 //!
 //! `partition` (id ranges) → `read` (binary COPY) → `aggregate` (per-video
 //! day cells, with `window` for the replay rule and `catalog` for videos) →
-//! `totals` (merged partitions) → `exact` (replays across partition edges) →
+//! `totals` (merged partitions) → `exact` (replays across partition edges,
+//! with `keyfilter` to clear the rows no other partition can pair with) →
 //! `price` (tiers, roll-up to weeks and months, creators) → `top` (top 5) →
 //! `publish` (the atomic write). `workers` runs the read stages on threads.
 //!
@@ -13,6 +14,7 @@ pub mod aggregate;
 pub mod catalog;
 pub mod cells;
 pub mod exact;
+pub mod keyfilter;
 pub mod partition;
 pub mod price;
 pub mod publish;
