@@ -108,8 +108,9 @@ pub struct BenchArgs {
     /// Row counts of the curve (sizes without the disk for them are skipped).
     #[arg(long, value_delimiter = ',', default_values_t = [10_000_000u64, 30_000_000, 100_000_000])]
     pub scale_rows: Vec<u64>,
-    /// Catalogue sizes: the first at every row count, the others at the
-    /// largest.
+    /// Catalogue sizes: the first at every row count, the others at 100M
+    /// rows (the reference size; the largest row count if 100M is not
+    /// among them).
     #[arg(long, value_delimiter = ',', default_values_t = [100_000u64, 1_000_000])]
     pub scale_videos: Vec<u64>,
     /// With --scale: replace a log that settle did not generate.

@@ -51,12 +51,19 @@ pub struct ScaleRecord {
 }
 
 /// The sizes asked for: every `--scale-rows` with the default catalogue,
-/// then every other `--scale-videos` at the largest row count.
+/// then every other `--scale-videos` at 100M rows, the size the memory
+/// target is set at (at the largest row count when 100M is not asked for).
 fn sizes(args: &BenchArgs) -> Vec<(u64, u64)> {
+    const REFERENCE_ROWS: u64 = 100_000_000;
     let base = args.scale_videos.first().copied().unwrap_or(100_000);
     let mut out: Vec<(u64, u64)> = args.scale_rows.iter().map(|&r| (r, base)).collect();
-    if let Some(&top) = args.scale_rows.iter().max() {
-        out.extend(args.scale_videos.iter().skip(1).map(|&v| (top, v)));
+    let at = if args.scale_rows.contains(&REFERENCE_ROWS) {
+        Some(REFERENCE_ROWS)
+    } else {
+        args.scale_rows.iter().max().copied()
+    };
+    if let Some(at) = at {
+        out.extend(args.scale_videos.iter().skip(1).map(|&v| (at, v)));
     }
     out
 }
@@ -288,5 +295,39 @@ mod tests {
         let s = spread(&p, |p| p.ns_per_row).unwrap();
         assert!((s - 60.0 / 330.0 / 2.0).abs() < 1e-12, "{s}");
         assert_eq!(spread(&p[..2], |p| p.ns_per_row), None);
+    }
+
+    /// Other catalogues go to 100M rows when the curve reaches past it.
+    #[test]
+    fn other_catalogues_run_at_100m_rows_when_asked_for() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let sizes_of = |rows: &str| {
+            let cli = <Cli as clap::Parser>::parse_from([
+                "bench",
+                "--scale-rows",
+                rows,
+                "--scale-videos",
+                "100000,1000000",
+            ]);
+            sizes(&cli.bench)
+        };
+        let m = 1_000_000;
+        assert_eq!(
+            sizes_of("10000000,100000000,300000000"),
+            [
+                (10 * m, 100_000),
+                (100 * m, 100_000),
+                (300 * m, 100_000),
+                (100 * m, m)
+            ]
+        );
+        assert_eq!(
+            sizes_of("10000000,30000000"),
+            [(10 * m, 100_000), (30 * m, 100_000), (30 * m, m)]
+        );
     }
 }
