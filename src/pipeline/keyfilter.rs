@@ -16,7 +16,7 @@ const BITS_PER_KEY: usize = 10;
 const PROBES: u32 = 6;
 const BLOCK_WORDS: usize = 8;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyFilter {
     /// Every candidate play of the partition that started at or after this
     /// (µs) is in the filter.
@@ -38,9 +38,10 @@ fn key_hash(user_id: i64, video_id: i64) -> u64 {
 }
 
 impl KeyFilter {
-    /// A filter for about `keys` keys, complete from `complete_from`.
+    /// A filter for about `keys` keys, complete from `complete_from`; at
+    /// least one block, so that any key can be inserted.
     pub fn with_capacity(keys: usize, complete_from: i64) -> KeyFilter {
-        let blocks = (keys * BITS_PER_KEY).div_ceil(BLOCK_WORDS * 64);
+        let blocks = (keys * BITS_PER_KEY).div_ceil(BLOCK_WORDS * 64).max(1);
         KeyFilter {
             complete_from,
             words: vec![0; blocks * BLOCK_WORDS],
@@ -62,17 +63,14 @@ impl KeyFilter {
     }
 
     pub fn insert(&mut self, user_id: i64, video_id: i64) {
-        if self.words.is_empty() {
-            // Sized for no keys: grow to hold this one.
-            self.words = vec![0; BLOCK_WORDS];
-        }
         let (base, bits) = self.locate(user_id, video_id);
         for b in bits {
             self.words[base + (b as usize >> 6)] |= 1 << (b & 63);
         }
     }
 
-    /// False only if the key was never inserted.
+    /// False only if the key was never inserted. (A decoded filter with no
+    /// words, which this module never builds, holds nothing.)
     pub fn may_contain(&self, user_id: i64, video_id: i64) -> bool {
         if self.words.is_empty() {
             return false;
@@ -80,10 +78,6 @@ impl KeyFilter {
         let (base, bits) = self.locate(user_id, video_id);
         bits.iter()
             .all(|&b| self.words[base + (b as usize >> 6)] & (1 << (b & 63)) != 0)
-    }
-
-    pub fn bytes(&self) -> usize {
-        self.words.len() * 8
     }
 }
 
