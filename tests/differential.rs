@@ -213,15 +213,16 @@ async fn a_rerun_writes_only_what_changed() {
     db.drop_db().await;
 }
 
-/// A date range that holds most of the log is split between the log's first
-/// and last id, with no counting pass over its rows first; a narrow one
-/// between the first and last id of its own rows. Both settle exactly.
+/// A date range, wide or narrow, is planned with no counting pass over its
+/// rows: its ranges reach the log's first and last id, and the cuts between
+/// them fall among its own rows (found by bisecting ids), so that every
+/// partition has rows to read. Both settle exactly.
 #[tokio::test(flavor = "multi_thread")]
-async fn wide_and_narrow_ranges_are_planned_from_their_own_bounds_and_stay_exact() {
+async fn wide_and_narrow_ranges_are_cut_among_their_own_rows_and_stay_exact() {
     let db = TestDb::new().await.unwrap();
     let c = db.connect().await.unwrap();
     load_hard_data(&c, 0.53, 3000, Order::Logged).await;
-    // The choice follows the planner's estimate, which needs statistics.
+    // Row estimates come from the planner, which needs statistics.
     c.batch_execute("ANALYZE viewing_log").await.unwrap();
     let database = db.database().await.unwrap();
     let (first, last) = data_days(&c).await;
@@ -246,17 +247,41 @@ async fn wide_and_narrow_ranges_are_planned_from_their_own_bounds_and_stay_exact
             "SELECT min(id_lo), max(id_hi) FROM partition_execution WHERE execution_id = {exec}"
         )
     };
+    let cuts_inside = |exec: i64, (a, b): (i64, i64)| {
+        let c = &c;
+        async move {
+            let rows = c
+                .query(
+                    "SELECT id_lo, rows_read FROM partition_execution \
+                     WHERE execution_id = $1 ORDER BY partition_no",
+                    &[&exec],
+                )
+                .await
+                .unwrap();
+            assert!(rows.len() >= 2, "{} partitions", rows.len());
+            for (i, r) in rows.iter().enumerate() {
+                let (cut, read): (i64, i64) = (r.get(0), r.get(1));
+                assert!(
+                    i == 0 || (a < cut && cut <= b),
+                    "cut {cut} outside {a}..={b}"
+                );
+                assert!(read > 0, "partition {i} read nothing");
+            }
+        }
+    };
     let log = bounds_of("SELECT min(id), max(id) FROM viewing_log".into()).await;
 
     let narrow = run(&database, &opts(Requested::Days(first, first), 3, 2)).await;
     let own = bounds_of(rows_of(first, first)).await;
     assert_ne!(own, log, "the first day alone must not span the log");
-    assert_eq!(bounds_of(plan_of(narrow.execution_id)).await, own);
+    assert_eq!(bounds_of(plan_of(narrow.execution_id)).await, log);
+    cuts_inside(narrow.execution_id, own).await;
 
     let wide = run(&database, &opts(Requested::Days(first.next(), last), 3, 2)).await;
     let own = bounds_of(rows_of(first.next(), last)).await;
     assert_ne!(own, log, "the test needs rows outside the wide range");
     assert_eq!(bounds_of(plan_of(wide.execution_id)).await, log);
+    cuts_inside(wide.execution_id, own).await;
     assert_eq!(
         wide.rows_read,
         c.query_one(

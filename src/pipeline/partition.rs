@@ -213,6 +213,57 @@ pub fn split_aligned(lo: i64, hi: i64, n: u32, bounds: &[i64]) -> Vec<Partition>
         .collect()
 }
 
+/// Splits `[a, b]` into `n` ranges as [`split`] does and stretches the
+/// first down to `lo` and the last up to `hi`: a narrow run's ranges cut
+/// where its rows lie and still cover the whole log. When `[a, b]` is not a
+/// usable part of `[lo, hi]`, this is `split(lo, hi, n)`.
+pub fn split_within(lo: i64, hi: i64, (a, b): (i64, i64), n: u32) -> Vec<Partition> {
+    let (a, b) = (a.max(lo), b.min(hi));
+    if a >= b || ((b as i128 - a as i128 + 1) < n as i128) {
+        return split(lo, hi, n);
+    }
+    let mut parts = split(a, b, n);
+    parts[0].id_lo = lo;
+    let last = parts.len() - 1;
+    parts[last].id_hi = hi;
+    parts
+}
+
+/// Probes where plays reach a time: the median `started_at` of the 16 rows
+/// from an id on. A median, so that one row logged hours late does not
+/// send the bisection the wrong way.
+const STARTED_FROM_ID: &str = "\
+    SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY started_at) \
+      FROM (SELECT started_at FROM viewing_log WHERE id >= $1 ORDER BY id LIMIT 16) s";
+
+/// About the first id in `[lo, hi]` whose plays start at or after `t`
+/// (PostgreSQL µs), by bisection on ids: ~27 primary-key probes at 100M
+/// rows, where the range's own `min(id)` is a pass over its rows. The log
+/// is appended in about `started_at` order; where it is not, the answer is
+/// only a worse place to cut, never a lost row (see [`split_within`]).
+pub async fn id_near_time(c: &tokio_postgres::Client, t: i64, lo: i64, hi: i64) -> Result<i64> {
+    let probe = c
+        .prepare(STARTED_FROM_ID)
+        .await
+        .db("preparing the probe for where the run's rows lie")?;
+    let at = crate::rules::calendar::pg_micros_to_utc(t);
+    let (mut a, mut b) = (lo, hi);
+    while a < b {
+        let m = (a as i128 + (b as i128 - a as i128) / 2) as i64;
+        let started: Option<chrono::DateTime<chrono::Utc>> = c
+            .query_one(&probe, &[&m])
+            .await
+            .db("probing where the run's rows lie")?
+            .get(0);
+        if started.is_none_or(|s| s >= at) {
+            b = m;
+        } else {
+            a = m + 1;
+        }
+    }
+    Ok(a)
+}
+
 /// The first id of each leaf of `viewing_log` when it is partitioned by
 /// range on `id` (as `settle datagen` loads it); empty otherwise.
 pub async fn leaf_bounds(c: &tokio_postgres::Client) -> Result<Vec<i64>> {
@@ -263,6 +314,21 @@ mod tests {
             }
             assert!(p.iter().enumerate().all(|(i, p)| p.no == i as u32));
         }
+    }
+
+    #[test]
+    fn split_within_cuts_inside_and_covers_the_whole_range() {
+        let p = split_within(1, 1000, (401, 600), 2);
+        let r: Vec<(i64, i64)> = p.iter().map(|p| (p.id_lo, p.id_hi)).collect();
+        assert_eq!(r, [(1, 500), (501, 1000)]);
+        let p = split_within(1, 1000, (401, 700), 3);
+        let r: Vec<(i64, i64)> = p.iter().map(|p| (p.id_lo, p.id_hi)).collect();
+        assert_eq!(r, [(1, 500), (501, 600), (601, 1000)]);
+        // Nothing usable inside: the plain split.
+        assert_eq!(split_within(1, 1000, (700, 400), 2), split(1, 1000, 2));
+        assert_eq!(split_within(1, 1000, (5, 6), 4), split(1, 1000, 4));
+        assert_eq!(split_within(1, 1000, (-50, 2000), 4), split(1, 1000, 4));
+        assert_eq!(split_within(7, 7, (7, 7), 2), split(7, 7, 2));
     }
 
     #[test]
