@@ -292,7 +292,8 @@ async fn new_plan(
         return Ok(partition::split_within(lo, hi, inner, n));
     }
     let bounds = partition::leaf_bounds(snap).await?;
-    Ok(partition::split_aligned(lo, hi, n, &bounds))
+    let streams = opts.workers * opts.streams.max(1);
+    Ok(partition::plan_ranges(lo, hi, n, streams, &bounds))
 }
 
 /// How many Seoul days the read spans, for sizing partitions: the scope's,
