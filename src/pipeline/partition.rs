@@ -213,11 +213,14 @@ pub fn split_aligned(lo: i64, hi: i64, n: u32, bounds: &[i64]) -> Vec<Partition>
         .collect()
 }
 
-/// Read cost of a row in a range the server copies as one whole leaf,
-/// against 1.15 in any other (the SELECT form: 13-19 % more server CPU a
-/// row measured on a 12.5M-row leaf). Only used to compare plans.
+/// Read cost of a row, relative to a range the server copies as one whole
+/// leaf: a whole leaf inside a wider range goes through the SELECT form
+/// (13-19 % more server CPU a row, measured on a 12.5M-row leaf), part of a
+/// leaf through the primary key (about a third more). Only used to compare
+/// plans.
 const WHOLE_LEAF_COST: f64 = 1.0;
-const SELECT_COST: f64 = 1.15;
+const LEAF_IN_RANGE_COST: f64 = 1.15;
+const PART_OF_LEAF_COST: f64 = 1.33;
 
 /// The ranges for `[lo, hi]` in about `n` partitions read by `streams`
 /// streams, given the leaf bounds of a log partitioned by id: whichever of
@@ -225,22 +228,28 @@ const SELECT_COST: f64 = 1.15;
 /// free stream (rows taken as dense in ids):
 /// - the even split ([`split`]);
 /// - the even split with cuts moved to near leaf bounds ([`split_aligned`]);
-/// - the leaves themselves, when there are at least `n` of them and none is
-///   much wider than an even range (so no partition holds more days' cells
-///   than the count was chosen for).
+/// - the leaves themselves, when there are at least `n` of them and two per
+///   stream, and none is much wider than an even range (so no partition
+///   holds more days' cells than the count was chosen for).
+///
+/// A range costs its rows at the cost of the form that reads each leaf it
+/// touches (see [`WHOLE_LEAF_COST`]).
 ///
 /// At 30M rows in leaves of 12.5M, 12.5M and 5M, two streams finished the
 /// aligned 12.5M / 17.5M plan at 3.3 s and 6.3 s; at 300M, twenty even
 /// ranges snapped to 24 leaves left some two leaves wide.
 pub fn plan_ranges(lo: i64, hi: i64, n: u32, streams: usize, bounds: &[i64]) -> Vec<Partition> {
+    let leaves = leaf_ranges(lo, hi, 1, bounds).unwrap_or_default();
     let mut candidates = vec![split_aligned(lo, hi, n, bounds), split(lo, hi, n)];
-    if let Some(leaves) = leaf_ranges(lo, hi, n, bounds) {
-        candidates.insert(0, leaves);
+    if leaves.len() >= (n as usize).max(2 * streams.max(1)) {
+        let even = (hi as f64 - lo as f64 + 1.0) / n.max(1) as f64;
+        if leaves.iter().all(|p| width(p) <= 1.5 * even) {
+            candidates.insert(0, leaves.clone());
+        }
     }
-    let whole = |p: &Partition| is_whole_leaf(p, lo, hi, bounds);
     candidates
         .into_iter()
-        .map(|c| (makespan(&c, streams, whole), c))
+        .map(|c| (makespan(&c, streams, &leaves), c))
         .fold(
             None,
             |best: Option<(f64, Vec<Partition>)>, (t, c)| match best {
@@ -252,8 +261,8 @@ pub fn plan_ranges(lo: i64, hi: i64, n: u32, streams: usize, bounds: &[i64]) -> 
         .expect("at least one candidate")
 }
 
-/// The leaves inside `[lo, hi]` as ranges, when there are at least `n` and
-/// none is over 1.5 times as wide as an even range.
+/// The leaves inside `[lo, hi]` as ranges (the whole of it when the log is
+/// not partitioned by id), when there are at least `n`.
 fn leaf_ranges(lo: i64, hi: i64, n: u32, bounds: &[i64]) -> Option<Vec<Partition>> {
     let mut inner: Vec<i64> = bounds
         .iter()
@@ -267,50 +276,56 @@ fn leaf_ranges(lo: i64, hi: i64, n: u32, bounds: &[i64]) -> Option<Vec<Partition
     }
     let starts = std::iter::once(lo).chain(inner.iter().copied());
     let ends = inner.iter().map(|&b| b - 1).chain(std::iter::once(hi));
-    let parts: Vec<Partition> = starts
-        .zip(ends)
-        .enumerate()
-        .map(|(i, (a, b))| Partition {
-            no: i as u32,
-            id_lo: a,
-            id_hi: b,
-        })
-        .collect();
-    let even = (hi as f64 - lo as f64 + 1.0) / n.max(1) as f64;
-    parts
-        .iter()
-        .all(|p| width(p) <= 1.5 * even)
-        .then_some(parts)
+    Some(
+        starts
+            .zip(ends)
+            .enumerate()
+            .map(|(i, (a, b))| Partition {
+                no: i as u32,
+                id_lo: a,
+                id_hi: b,
+            })
+            .collect(),
+    )
 }
 
 fn width(p: &Partition) -> f64 {
     p.id_hi as f64 - p.id_lo as f64 + 1.0
 }
 
-/// Whether `p` is one whole leaf of the log `[lo, hi]`: it starts at the
-/// log's first id or a leaf bound, ends just before a bound or at the log's
-/// last id, and no bound falls inside it.
-fn is_whole_leaf(p: &Partition, lo: i64, hi: i64, bounds: &[i64]) -> bool {
-    (p.id_lo == lo || bounds.contains(&p.id_lo))
-        && (p.id_hi == hi || p.id_hi.checked_add(1).is_some_and(|e| bounds.contains(&e)))
-        && !bounds.iter().any(|&b| b > p.id_lo && b <= p.id_hi)
+/// What reading `p` costs: each leaf it touches, at the cost of the form
+/// that reads it.
+fn read_cost(p: &Partition, leaves: &[Partition]) -> f64 {
+    leaves
+        .iter()
+        .map(|l| {
+            let (a, b) = (p.id_lo.max(l.id_lo), p.id_hi.min(l.id_hi));
+            if a > b {
+                return 0.0;
+            }
+            let rows = b as f64 - a as f64 + 1.0;
+            let cost = if (a, b) != (l.id_lo, l.id_hi) {
+                PART_OF_LEAF_COST
+            } else if (a, b) == (p.id_lo, p.id_hi) {
+                WHOLE_LEAF_COST
+            } else {
+                LEAF_IN_RANGE_COST
+            };
+            rows * cost
+        })
+        .sum()
 }
 
 /// When the last stream finishes if the ranges are dealt in order, each to
-/// the stream free first, and a row costs its read form's cost.
-fn makespan(parts: &[Partition], streams: usize, whole: impl Fn(&Partition) -> bool) -> f64 {
+/// the stream free first.
+fn makespan(parts: &[Partition], streams: usize, leaves: &[Partition]) -> f64 {
     let mut free = vec![0.0f64; streams.max(1)];
     for p in parts {
-        let cost = if whole(p) {
-            WHOLE_LEAF_COST
-        } else {
-            SELECT_COST
-        };
         let first = free
             .iter_mut()
             .min_by(|a, b| a.total_cmp(b))
             .expect("at least one stream");
-        *first += width(p) * cost;
+        *first += read_cost(p, leaves);
     }
     free.into_iter().fold(0.0, f64::max)
 }
@@ -447,22 +462,22 @@ mod tests {
         );
         // 100M in 8 leaves, 8 partitions: the leaves.
         let b100: Vec<i64> = (0..8).map(|i| i * 12_500_000 + 1).collect();
-        let p = plan_ranges(1, 100_000_000, 8, 2, &b100);
-        assert_eq!(p.len(), 8);
-        assert!(p.iter().all(|p| is_whole_leaf(p, 1, 100_000_000, &b100)));
+        let leaves100 = leaf_ranges(1, 100_000_000, 1, &b100).unwrap();
+        assert_eq!(plan_ranges(1, 100_000_000, 8, 2, &b100), leaves100);
         // 300M in 24 leaves, 20 partitions' worth: the 24 leaves, where the
         // aligned split leaves some ranges two leaves wide.
         let b300: Vec<i64> = (0..24).map(|i| i * 12_500_000 + 1).collect();
-        let aligned = split_aligned(1, 300_000_000, 20, &b300);
-        assert!(!aligned
-            .iter()
-            .all(|p| is_whole_leaf(p, 1, 300_000_000, &b300)));
-        let p = plan_ranges(1, 300_000_000, 20, 2, &b300);
-        assert_eq!(p.len(), 24);
-        assert!(p.iter().all(|p| is_whole_leaf(p, 1, 300_000_000, &b300)));
-        // Fewer leaves than partitions (the memory bound wants 12): no leaf
-        // plan, and no log partitioned by id: the even split.
-        assert!(plan_ranges(1, 100_000_000, 12, 2, &b100).len() >= 12);
+        let leaves300 = leaf_ranges(1, 300_000_000, 1, &b300).unwrap();
+        assert_ne!(split_aligned(1, 300_000_000, 20, &b300), leaves300);
+        assert_eq!(plan_ranges(1, 300_000_000, 20, 2, &b300), leaves300);
+        // Fewer leaves than partitions (1M videos: the memory bound wants
+        // 12): the aligned split, whose whole leaves are cheaper to read than
+        // twelve ranges all inside leaves.
+        assert_eq!(
+            plan_ranges(1, 100_000_000, 12, 2, &b100),
+            split_aligned(1, 100_000_000, 12, &b100)
+        );
+        // With no log partitioned by id: the even split.
         assert_eq!(plan_ranges(1, 1000, 4, 2, &[]), split(1, 1000, 4));
         // Whatever is chosen covers [lo, hi] exactly, in order.
         for (lo, hi, n, b) in [
