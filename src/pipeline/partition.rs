@@ -171,12 +171,7 @@ pub fn split(lo: i64, hi: i64, n: u32) -> Vec<Partition> {
 /// cost the server a third more CPU per row at 100M rows.
 pub fn split_aligned(lo: i64, hi: i64, n: u32, bounds: &[i64]) -> Vec<Partition> {
     let even = split(lo, hi, n);
-    let mut inner: Vec<i64> = bounds
-        .iter()
-        .copied()
-        .filter(|&b| b > lo && b <= hi)
-        .collect();
-    inner.sort_unstable();
+    let inner = bounds_inside(lo, hi, bounds);
     if inner.is_empty() {
         return even;
     }
@@ -200,6 +195,24 @@ pub fn split_aligned(lo: i64, hi: i64, n: u32, bounds: &[i64]) -> Vec<Partition>
         .collect();
     cuts.sort_unstable();
     cuts.dedup();
+    ranges_between(lo, hi, &cuts)
+}
+
+/// The leaf bounds that fall inside `(lo, hi]`, sorted and distinct.
+fn bounds_inside(lo: i64, hi: i64, bounds: &[i64]) -> Vec<i64> {
+    let mut inner: Vec<i64> = bounds
+        .iter()
+        .copied()
+        .filter(|&b| b > lo && b <= hi)
+        .collect();
+    inner.sort_unstable();
+    inner.dedup();
+    inner
+}
+
+/// The ranges of `[lo, hi]` that start at `lo` and at each of `cuts`
+/// (sorted, distinct, inside `(lo, hi]`).
+fn ranges_between(lo: i64, hi: i64, cuts: &[i64]) -> Vec<Partition> {
     let starts = std::iter::once(lo).chain(cuts.iter().copied());
     let ends = cuts.iter().map(|&c| c - 1).chain(std::iter::once(hi));
     starts
@@ -264,29 +277,11 @@ pub fn plan_ranges(lo: i64, hi: i64, n: u32, streams: usize, bounds: &[i64]) -> 
 /// The leaves inside `[lo, hi]` as ranges (the whole of it when the log is
 /// not partitioned by id), when there are at least `n`.
 fn leaf_ranges(lo: i64, hi: i64, n: u32, bounds: &[i64]) -> Option<Vec<Partition>> {
-    let mut inner: Vec<i64> = bounds
-        .iter()
-        .copied()
-        .filter(|&b| b > lo && b <= hi)
-        .collect();
-    inner.sort_unstable();
-    inner.dedup();
+    let inner = bounds_inside(lo, hi, bounds);
     if inner.len() + 1 < n as usize {
         return None;
     }
-    let starts = std::iter::once(lo).chain(inner.iter().copied());
-    let ends = inner.iter().map(|&b| b - 1).chain(std::iter::once(hi));
-    Some(
-        starts
-            .zip(ends)
-            .enumerate()
-            .map(|(i, (a, b))| Partition {
-                no: i as u32,
-                id_lo: a,
-                id_hi: b,
-            })
-            .collect(),
-    )
+    Some(ranges_between(lo, hi, &inner))
 }
 
 fn width(p: &Partition) -> f64 {
