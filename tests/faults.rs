@@ -1036,7 +1036,8 @@ async fn a_play_written_after_its_day_was_settled_is_counted_by_the_next_night()
 }
 
 /// A row whose started_at is infinite belongs to no Seoul day: `--all`
-/// refuses before reading, names the row, and publishes nothing.
+/// refuses before reading, names the row, and publishes nothing; a run of
+/// the data's days, which never reads it, still settles.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_infinite_started_at_is_refused_by_name() {
     let db = TestDb::new().await.unwrap();
@@ -1052,5 +1053,25 @@ async fn an_infinite_started_at_is_refused_by_name() {
     );
     assert_eq!(results_digest(&c).await, "0/0/0:---");
     assert!(settled_days(&c).await.is_empty());
+    // A run of the data's days reads no infinite row, and planning it must
+    // not either: its cuts are found by probing rows up to the log's last
+    // id, here a run of them long enough to be a probe's median.
+    for _ in 0..20 {
+        append_play(&c, 616162, "'infinity'", 1).await;
+    }
+    let r = c
+        .query_one(
+            "SELECT (min(started_at) AT TIME ZONE 'Asia/Seoul')::date::text, \
+                    (max(started_at) FILTER (WHERE started_at < 'infinity') \
+                     AT TIME ZONE 'Asia/Seoul')::date::text FROM viewing_log",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (first, last): (String, String) = (r.get(0), r.get(1));
+    let o = settle_output(&db.url, &["run", "--from", &first, "--to", &last]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let days = settled_days(&c).await;
+    assert_eq!(days.last().map(|d| d.0.as_str()), Some(last.as_str()));
     db.drop_db().await;
 }

@@ -341,11 +341,13 @@ pub fn split_within(lo: i64, hi: i64, (a, b): (i64, i64), n: u32) -> Vec<Partiti
     parts
 }
 
-/// Probes where plays reach a time: the median `started_at` of the 16 rows
-/// from an id on. A median, so that one row logged hours late does not
-/// send the bisection the wrong way.
+/// Probes whether plays have reached a time from an id on: the median
+/// `started_at` of the 16 rows from `$1`, against `$2` (true past the last
+/// row). A median, so that one row logged hours late does not send the
+/// bisection the wrong way; compared by the server, so that an infinite
+/// `started_at`, which no client timestamp holds, is only a large one.
 const STARTED_FROM_ID: &str = "\
-    SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY started_at) \
+    SELECT coalesce(percentile_disc(0.5) WITHIN GROUP (ORDER BY started_at) >= $2, true) \
       FROM (SELECT started_at FROM viewing_log WHERE id >= $1 ORDER BY id LIMIT 16) s";
 
 /// About the first id in `[lo, hi]` whose plays start at or after `t`
@@ -362,12 +364,12 @@ pub async fn id_near_time(c: &tokio_postgres::Client, t: i64, lo: i64, hi: i64) 
     let (mut a, mut b) = (lo, hi);
     while a < b {
         let m = (a as i128 + (b as i128 - a as i128) / 2) as i64;
-        let started: Option<chrono::DateTime<chrono::Utc>> = c
-            .query_one(&probe, &[&m])
+        let reached: bool = c
+            .query_one(&probe, &[&m, &at])
             .await
             .db("probing where the run's rows lie")?
             .get(0);
-        if started.is_none_or(|s| s >= at) {
+        if reached {
             b = m;
         } else {
             a = m + 1;
