@@ -189,16 +189,17 @@ async fn planned_rows(snap: &Client, filter: &str) -> Result<f64> {
     Ok(plan[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0))
 }
 
+/// A plan's first and last id (none when no row is in scope), its row
+/// estimate, and where a bounded range's rows lie inside those ends.
+type Ends = (Option<i64>, Option<i64>, i64, Option<(i64, i64)>);
+
 /// The ends of a bounded run's plan: the log's first and last id, so that
 /// rows far out of id order are read too (the reads filter by started_at),
 /// the planner's row estimate, and where the range's rows lie inside them,
 /// found by bisecting ids, to cut there. Exact bounds were a pass over the
 /// range's rows before the read: 0.19 s of a 1.8 s nightly run at 100M, 19 s
 /// for 30 of 31 days. `(None, None, ..)` when no row is in the range.
-async fn bounded_ends(
-    snap: &Client,
-    scope: &Scope,
-) -> Result<(Option<i64>, Option<i64>, i64, Option<(i64, i64)>)> {
+async fn bounded_ends(snap: &Client, scope: &Scope) -> Result<Ends> {
     let cond = scope.sql_condition();
     let r = snap
         .query_one(
@@ -234,9 +235,7 @@ async fn new_plan(
     opts: &RunOptions,
     videos: usize,
 ) -> Result<Vec<Partition>> {
-    // Where a narrow range's rows lie inside [lo, hi], to cut there.
-    let mut inner = None;
-    let (lo, hi, estimate): (Option<i64>, Option<i64>, i64) = if scope.read_lo.is_none() {
+    let (lo, hi, estimate, inner): Ends = if scope.read_lo.is_none() {
         // A date range excludes them by itself; every row of --all needs a
         // Seoul day, and an infinite started_at has none.
         let infinite = snap
@@ -265,11 +264,10 @@ async fn new_plan(
             .zip(hi)
             .map(|(a, b)| (b as i128 - a as i128 + 1).min(i64::MAX as i128) as i64)
             .unwrap_or(0);
-        (lo, hi, if est > 0 { est.min(span.max(1)) } else { span })
+        let estimate = if est > 0 { est.min(span.max(1)) } else { span };
+        (lo, hi, estimate, None)
     } else {
-        let (lo, hi, estimate, cut_inside) = bounded_ends(snap, scope).await?;
-        inner = cut_inside;
-        (lo, hi, estimate)
+        bounded_ends(snap, scope).await?
     };
     let (Some(lo), Some(hi)) = (lo, hi) else {
         return Ok(Vec::new());

@@ -252,7 +252,7 @@ const PART_OF_LEAF_COST: f64 = 1.33;
 /// aligned 12.5M / 17.5M plan at 3.3 s and 6.3 s; at 300M, twenty even
 /// ranges snapped to 24 leaves left some two leaves wide.
 pub fn plan_ranges(lo: i64, hi: i64, n: u32, streams: usize, bounds: &[i64]) -> Vec<Partition> {
-    let leaves = leaf_ranges(lo, hi, 1, bounds).unwrap_or_default();
+    let leaves = leaf_ranges(lo, hi, bounds);
     let mut candidates = vec![split_aligned(lo, hi, n, bounds), split(lo, hi, n)];
     if leaves.len() >= (n as usize).max(2 * streams.max(1)) {
         let even = (hi as f64 - lo as f64 + 1.0) / n.max(1) as f64;
@@ -263,25 +263,16 @@ pub fn plan_ranges(lo: i64, hi: i64, n: u32, streams: usize, bounds: &[i64]) -> 
     candidates
         .into_iter()
         .map(|c| (makespan(&c, streams, &leaves), c))
-        .fold(
-            None,
-            |best: Option<(f64, Vec<Partition>)>, (t, c)| match best {
-                Some((bt, bc)) if bt <= t * (1.0 + 1e-9) => Some((bt, bc)),
-                _ => Some((t, c)),
-            },
-        )
+        // The first of equals: leaves, then the aligned split.
+        .min_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
         .expect("at least one candidate")
 }
 
 /// The leaves inside `[lo, hi]` as ranges (the whole of it when the log is
-/// not partitioned by id), when there are at least `n`.
-fn leaf_ranges(lo: i64, hi: i64, n: u32, bounds: &[i64]) -> Option<Vec<Partition>> {
-    let inner = bounds_inside(lo, hi, bounds);
-    if inner.len() + 1 < n as usize {
-        return None;
-    }
-    Some(ranges_between(lo, hi, &inner))
+/// not partitioned by id).
+fn leaf_ranges(lo: i64, hi: i64, bounds: &[i64]) -> Vec<Partition> {
+    ranges_between(lo, hi, &bounds_inside(lo, hi, bounds))
 }
 
 fn width(p: &Partition) -> f64 {
@@ -459,12 +450,12 @@ mod tests {
         );
         // 100M in 8 leaves, 8 partitions: the leaves.
         let b100: Vec<i64> = (0..8).map(|i| i * 12_500_000 + 1).collect();
-        let leaves100 = leaf_ranges(1, 100_000_000, 1, &b100).unwrap();
+        let leaves100 = leaf_ranges(1, 100_000_000, &b100);
         assert_eq!(plan_ranges(1, 100_000_000, 8, 2, &b100), leaves100);
         // 300M in 24 leaves, 20 partitions' worth: the 24 leaves, where the
         // aligned split leaves some ranges two leaves wide.
         let b300: Vec<i64> = (0..24).map(|i| i * 12_500_000 + 1).collect();
-        let leaves300 = leaf_ranges(1, 300_000_000, 1, &b300).unwrap();
+        let leaves300 = leaf_ranges(1, 300_000_000, &b300);
         assert_ne!(split_aligned(1, 300_000_000, 20, &b300), leaves300);
         assert_eq!(plan_ranges(1, 300_000_000, 20, 2, &b300), leaves300);
         // Fewer leaves than partitions (1M videos: the memory bound wants
