@@ -429,8 +429,6 @@ impl<'a> Aggregator<'a> {
             self.head.push(seed);
         }
 
-        let watch = (p.end_position - p.start_position) as u32;
-        let ads = ad_views(p.start_position, p.end_position);
         let day_slot = if counts {
             self.day_slot(seoul_day_pg(ts))
         } else {
@@ -439,14 +437,15 @@ impl<'a> Aggregator<'a> {
         let mut counted = true;
         let days = &mut self.days;
         let mut uncount: Option<(u16, u32, u32)> = None;
-        let mut rec = Rec::new(p.user_id, vidx, ts, p.id);
+        let rec = Rec::new(p.user_id, vidx, ts, p.id);
         self.window.insert_visiting(rec, |r| {
             if precedes_within_window(r.started_at, r.id, ts, p.id) {
                 counted = false;
-            } else if r.counted && precedes_within_window(ts, p.id, r.started_at, r.id) {
-                r.counted = false;
-                if r.counts && !days[r.day_slot as usize].1[v].try_sub(r.watch, r.ads) {
-                    uncount = Some((r.day_slot, r.watch, r.ads));
+            } else if r.counted() && precedes_within_window(ts, p.id, r.started_at, r.id) {
+                r.uncount();
+                let (slot, w, a) = (r.day_slot(), r.watch(), r.ads());
+                if r.counts() && !days[slot as usize].1[v].try_sub(w, a) {
+                    uncount = Some((slot, w, a));
                 }
             }
         });
@@ -454,12 +453,10 @@ impl<'a> Aggregator<'a> {
             self.spilled_sub(slot, vidx, w, a);
         }
         // The record was appended before its outcome was known: fill it in.
-        rec.watch = watch;
-        rec.ads = ads;
-        rec.day_slot = day_slot;
-        rec.counted = counted;
-        rec.counts = counts;
+        let (start, end) = (p.start_position, p.end_position);
+        let rec = rec.with_outcome(start, end, day_slot, counted, counts);
         self.window.set_newest(rec);
+        let (watch, ads) = ((end - start) as u32, ad_views(start, end));
         if counted && counts && !self.days[day_slot as usize].1[v].try_add(watch, ads) {
             self.spill_add(day_slot, vidx, watch, ads);
         }
