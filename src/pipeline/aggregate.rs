@@ -640,6 +640,12 @@ impl<'a> Aggregator<'a> {
             ring = self.window.ring_len(),
             index = self.window.index_len(),
             live = self.window.len(),
+            head = out.head.len(),
+            head_cap = self.head.capacity(),
+            late = out.late.len(),
+            rejected = out.rejected.len(),
+            days = out.days.len(),
+            day_bytes = out.days.iter().map(|d| d.1.heap_bytes()).sum::<usize>(),
             rss_now_mib = crate::sys::rss_now_bytes() >> 20,
             "partition window"
         );
