@@ -23,7 +23,7 @@ use crate::pipeline::partition::{Partition, Scope};
 use crate::pipeline::read::Play;
 use crate::pipeline::window::{prefetch_ptr, Rec, Window};
 use crate::rules::calendar::{seoul_day_pg, Day};
-use crate::rules::{ad_views, precedes_within_window, Reject, REPLAY_WINDOW_MICROS};
+use crate::rules::{precedes_within_window, Reject, REPLAY_WINDOW_MICROS};
 
 pub use crate::pipeline::cells::{Cell, PackedCells};
 
@@ -453,10 +453,9 @@ impl<'a> Aggregator<'a> {
             self.spilled_sub(slot, vidx, w, a);
         }
         // The record was appended before its outcome was known: fill it in.
-        let (start, end) = (p.start_position, p.end_position);
-        let rec = rec.with_outcome(start, end, day_slot, counted, counts);
+        let rec = rec.with_outcome(p.start_position, p.end_position, day_slot, counted, counts);
         self.window.set_newest(rec);
-        let (watch, ads) = ((end - start) as u32, ad_views(start, end));
+        let (watch, ads) = (rec.watch(), rec.ads());
         if counted && counts && !self.days[day_slot as usize].1[v].try_add(watch, ads) {
             self.spill_add(day_slot, vidx, watch, ads);
         }

@@ -205,28 +205,15 @@ impl Window {
         self.head == self.tail
     }
 
-    /// The chunk and offset of a position from the tail to `RING_AHEAD`
-    /// past the head, which the chunks always cover.
-    #[inline(always)]
-    fn at(&self, pos: u64) -> (usize, usize) {
-        let c = ((pos >> CHUNK_SHIFT) - self.base) as usize;
-        assert!(c < self.chunks.len(), "ring position {pos} not held");
-        (c, (pos & CHUNK_MASK) as usize)
-    }
-
+    /// Positions from the tail to `RING_AHEAD` past the head are held.
     #[inline(always)]
     fn rec(&self, pos: u64) -> &Rec {
-        let (c, o) = self.at(pos);
-        // SAFETY: `at` checked the chunk; every chunk holds CHUNK records
-        // and `o` is below CHUNK.
-        unsafe { self.chunks.get_unchecked(c).get_unchecked(o) }
+        &self.chunks[((pos >> CHUNK_SHIFT) - self.base) as usize][(pos & CHUNK_MASK) as usize]
     }
 
     #[inline(always)]
     fn rec_mut(&mut self, pos: u64) -> &mut Rec {
-        let (c, o) = self.at(pos);
-        // SAFETY: as in `rec`.
-        unsafe { self.chunks.get_unchecked_mut(c).get_unchecked_mut(o) }
+        &mut self.chunks[((pos >> CHUNK_SHIFT) - self.base) as usize][(pos & CHUNK_MASK) as usize]
     }
 
     /// The full position of a truncated one, if it is live.

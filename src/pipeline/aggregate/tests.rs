@@ -2,6 +2,7 @@
 //! cells past u32.
 
 use super::*;
+use crate::rules::ad_views;
 use crate::rules::replay::rapid_replays;
 use std::collections::BTreeMap;
 
